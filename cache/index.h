@@ -1,0 +1,89 @@
+/*
+ * index — the SQLite index of what the store holds (DESIGN.md §6).
+ *
+ * Tables (created on open; PRAGMA user_version holds the schema version):
+ *   objects(sha256 TEXT PRIMARY KEY, size INTEGER, created INTEGER,
+ *           last_access INTEGER, hits INTEGER, pinned INTEGER,
+ *           verified_by TEXT)
+ *   urls(key TEXT PRIMARY KEY, sha256 TEXT REFERENCES objects, origin_url TEXT,
+ *        content_type TEXT, last_modified INTEGER, origin_etag TEXT,
+ *        stored_at INTEGER)
+ *   expectations(key TEXT PRIMARY KEY, sha256 TEXT, size INTEGER, source TEXT)
+ *   deployments(id TEXT PRIMARY KEY, created INTEGER, body TEXT)
+ * Times are Unix seconds. The database runs in WAL mode with
+ * synchronous=NORMAL: a crash may lose the last commits, never consistency;
+ * a blob whose row was lost is adopted by store_recover().
+ *
+ * Two connections: `rd`, used only by the loop thread for lookups (WAL lets
+ * it read while a commit is under way), and `wr`, guarded by a mutex, used
+ * for every write from the libuv thread pool. Access times are not written
+ * once per hit: index_touch() records them in memory (cheap, loop thread)
+ * and index_flush_touches() writes the batch in one transaction (thread
+ * pool, from a timer, and at shutdown).
+ */
+#ifndef EDGECACHE_INDEX_H
+#define EDGECACHE_INDEX_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "config/log.h"
+
+struct index;
+
+int index_open(struct index **out, const char *path, const struct logger *log,
+               char *err, size_t errlen);
+/* Flushes pending touches, closes both connections, frees, sets *idx NULL. */
+void index_close(struct index **idx);
+
+/* What a lookup by key returns. Strings are owned by the entry. */
+struct index_entry {
+    char sha256[65];
+    uint64_t size;
+    char *origin_url;
+    char *content_type;         /* NULL when the origin sent none */
+    char *origin_etag;          /* NULL when the origin sent none */
+    int64_t last_modified;      /* 0 when unknown */
+    int64_t stored_at;
+};
+
+/* Loop thread. Returns 1 and fills *out when key is stored, 0 when not,
+ * -1 on a database error (logged). */
+int index_lookup(struct index *idx, const char *key, struct index_entry *out);
+void index_entry_free(struct index_entry *e);
+
+/* What a finished fill records. */
+struct index_commit {
+    const char *key;
+    const char *origin_url;
+    const char *sha256;         /* 64 hex */
+    uint64_t size;
+    const char *content_type;   /* may be NULL */
+    const char *origin_etag;    /* may be NULL */
+    int64_t last_modified;      /* 0 when unknown */
+    int64_t now;
+    const char *verified_by;    /* e.g. "content-length", "repr-digest"; may be NULL */
+};
+
+/* Thread pool. One transaction: insert or keep the objects row, insert or
+ * replace the urls row. Returns 0, or -1 (logged). Sets *new_object to 1
+ * when the objects row did not exist before (may be NULL). */
+int index_commit_object(struct index *idx, const struct index_commit *c, int *new_object);
+
+/* Loop thread, cheap: remember that sha256 was read at `now`. */
+void index_touch(struct index *idx, const char *sha256, int64_t now);
+/* Thread pool: writes remembered touches (last_access, hits += n). */
+int index_flush_touches(struct index *idx);
+
+/* Totals for /status and /metrics (any thread; uses wr). */
+int index_totals(struct index *idx, uint64_t *objects, uint64_t *bytes);
+
+/* Start-up recovery (store_recover), before the loop runs. */
+typedef int (*index_object_cb)(void *ctx, const char *sha256, uint64_t size);
+/* Calls cb for every objects row; a non-zero return stops the walk. */
+int index_foreach_object(struct index *idx, index_object_cb cb, void *ctx);
+/* Deletes the objects row and every urls row that points at it. */
+int index_drop_object(struct index *idx, const char *sha256);
+/* Inserts an objects row with verified_by 'adopted' (no URL yet). */
+int index_adopt_object(struct index *idx, const char *sha256, uint64_t size, int64_t now);
+
+#endif

@@ -1,0 +1,55 @@
+/*
+ * stats — edgecache's counters, declared once here with their documentation.
+ * /metrics prints them in the Prometheus text format and /status as JSON;
+ * the integration tests assert them by these names.
+ *
+ * Each entry: field, metric family, label set, type, help. Entries of one
+ * family stand together (the exporter prints HELP and TYPE once per family).
+ * The struct is owned by the daemon's context and written only on the loop
+ * thread; the control plane reads it on the same thread.
+ */
+#ifndef EDGECACHE_STATS_H
+#define EDGECACHE_STATS_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#define STATS_ENTRIES(X)                                                                  \
+    X(req_hit, "edgecache_requests_total", "cache_status=\"hit\"", "counter",             \
+      "Data-plane requests by how they were answered: hit = from the store")              \
+    X(req_miss, "edgecache_requests_total", "cache_status=\"miss\"", "counter", "")       \
+    X(req_collapsed, "edgecache_requests_total", "cache_status=\"collapsed\"", "counter", \
+      "")                                                                                 \
+    X(req_pass, "edgecache_requests_total", "cache_status=\"pass\"", "counter", "")       \
+    X(req_error, "edgecache_requests_total", "cache_status=\"error\"", "counter", "")     \
+    X(bytes_sent_cache, "edgecache_bytes_sent_total", "source=\"cache\"", "counter",      \
+      "Body bytes sent to clients: cache = from stored blobs, fill = from fills "          \
+      "in progress")                                                                      \
+    X(bytes_sent_fill, "edgecache_bytes_sent_total", "source=\"fill\"", "counter", "")    \
+    X(upstream_bytes, "edgecache_upstream_bytes_total", "", "counter",                    \
+      "Body bytes received from upstream")                                                \
+    X(upstream_requests, "edgecache_upstream_requests_total", "", "counter",              \
+      "Requests sent upstream")                                                           \
+    X(fills_started, "edgecache_fills_started_total", "", "counter",                      \
+      "Fills started (one upstream transfer per key)")                                    \
+    X(fills_completed, "edgecache_fills_completed_total", "", "counter",                  \
+      "Fills whose payload was checked and stored")                                       \
+    X(fills_failed, "edgecache_fills_failed_total", "", "counter",                        \
+      "Fills that ended without storing (upstream error, short body, disk)")              \
+    X(fills_in_flight, "edgecache_fills_in_flight", "", "gauge",                          \
+      "Fills running now")                                                                \
+    X(objects, "edgecache_objects", "", "gauge", "Blobs in the store")                    \
+    X(stored_bytes, "edgecache_stored_bytes", "", "gauge", "Bytes of blobs in the store") \
+    X(connections, "edgecache_client_connections", "", "gauge",                           \
+      "Data-plane client connections open now")
+
+struct stats {
+#define STATS_FIELD(field, family, labels, type, help) uint64_t field;
+    STATS_ENTRIES(STATS_FIELD)
+#undef STATS_FIELD
+};
+
+/* Prometheus text exposition format. */
+void stats_print_prometheus(const struct stats *s, FILE *out);
+
+#endif

@@ -1,0 +1,84 @@
+/*
+ * store — the blob files under cache_dir (DESIGN.md §6).
+ *
+ *   <cache_dir>/blobs/ab/cd/<sha256-hex>   content-addressed, immutable
+ *   <cache_dir>/tmp/fill-XXXXXX            a fill in progress
+ *   <cache_dir>/index.db (+ -wal, -shm)    the SQLite index (cache/index.h)
+ *
+ * Invariants:
+ *  - A blob file exists under its name only once its bytes were fsynced and
+ *    their SHA-256 equals the name: it is written as a temp file, fsynced,
+ *    renamed into place, and the directory fsynced. Two URLs with the same
+ *    bytes share one blob.
+ *  - Nothing under tmp/ survives a restart: store_recover() deletes it.
+ *  - A blob is never modified in place; a reader holding its fd keeps its
+ *    inode even if the blob is unlinked.
+ *
+ * Thread: store_commit() and store_recover() block on disk and run on the
+ * libuv thread pool (or at start-up, before the loop runs); the rest is
+ * cheap and may run on the loop thread. The struct is read-only after
+ * store_open(), so any thread may use it.
+ */
+#ifndef EDGECACHE_STORE_H
+#define EDGECACHE_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "config/log.h"
+
+struct index;
+
+struct store {
+    char *dir;                  /* cache_dir, owned */
+    char *blobs_dir;            /* <dir>/blobs, owned */
+    char *tmp_dir;              /* <dir>/tmp, owned */
+    const struct logger *log;   /* not owned */
+};
+
+/* Creates cache_dir, blobs/ and tmp/ as needed (mode 0755). Returns 0, or -1
+ * with a message naming the path and the errno text in err. */
+int store_open(struct store *s, const char *cache_dir, const struct logger *log,
+               char *err, size_t errlen);
+void store_close(struct store *s);
+
+/* <dir>/index.db, for index_open(). */
+void store_index_path(const struct store *s, char *out, size_t outlen);
+
+/* <dir>/blobs/ab/cd/<hex> for a 64-character lower-case hex digest. */
+void store_blob_path(const struct store *s, const char *hex, char *out, size_t outlen);
+
+/* A new temp file under tmp/, opened O_RDWR|O_CLOEXEC, mode 0644. Writes its
+ * path to path_out. Returns the fd or -1 (errno set). */
+int store_temp_create(const struct store *s, char *path_out, size_t outlen);
+
+/* Blocking. fsync(fd); mkdir blobs/ab/cd; rename(tmp_path -> blob path);
+ * fsync the blob's directory. If a blob of that name already exists (same
+ * bytes from another URL), the temp file is unlinked instead. The fd stays
+ * open (readers keep reading it). Returns 0 or -errno. */
+int store_commit(const struct store *s, int fd, const char *tmp_path, const char *hex);
+
+/* Blocking but cheap: unlink a temp file (a failed fill). */
+void store_temp_discard(const struct store *s, const char *tmp_path);
+
+/* Opens a blob for reading (O_RDONLY|O_CLOEXEC); *size from fstat. Returns
+ * the fd, or -1 when missing (errno set). */
+int store_blob_open(const struct store *s, const char *hex, uint64_t *size);
+
+/* Blocking: unlink a blob (a blob found bad, a purge). Returns 0 or -errno. */
+int store_blob_remove(const struct store *s, const char *hex);
+
+/*
+ * Start-up recovery, before anything listens:
+ *  - every file under tmp/ is deleted (a fill that a crash interrupted);
+ *  - every index row whose blob is missing is dropped (index_drop_object);
+ *  - every blob without a row is adopted (index_adopt_object, size from
+ *    stat; it is reachable by hash, not by URL) — files under blobs/ whose
+ *    name is not a 64-hex digest in the right ab/cd directory are deleted.
+ * Counts what it did into the out-parameters (any may be NULL) and logs one
+ * info line. Returns 0, or -1 when the store cannot be read.
+ */
+int store_recover(const struct store *s, struct index *idx,
+                  unsigned *temps_removed, unsigned *rows_dropped,
+                  unsigned *blobs_adopted);
+
+#endif

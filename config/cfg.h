@@ -1,0 +1,112 @@
+/*
+ * cfg — edgecache's configuration: one declarative option table that drives
+ * the INI file, the EDGECACHE_* environment, the command line and --help.
+ *
+ * Precedence: built-in defaults < config file < environment < command line.
+ * Only this module parses and validates; the rest of edgecache receives a
+ * `const struct cfg *` that never changes after cfg_load() returns.
+ *
+ * Names: the key `cache_dir` is EDGECACHE_CACHE_DIR in the environment and
+ * --cache-dir on the command line. List options (allow, route) take several
+ * values separated by commas or spaces; on the command line the flag may be
+ * repeated, and every occurrence appends. A list given at a higher level
+ * replaces the list from a lower level (the environment's `allow` replaces
+ * the file's, it does not add to it).
+ *
+ * Errors name the key, and for the file its path and line, e.g.
+ *   "edgecache.conf:12: stall_timeout: '0' is out of range (1s..1h)"
+ * and cfg_load() returns CFG_ERROR before anything listens.
+ *
+ * Thread: call from the main thread before the loop starts.
+ */
+#ifndef EDGECACHE_CFG_H
+#define EDGECACHE_CFG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* host:port for a listener. host "0.0.0.0", "127.0.0.1", "::" or a name. */
+struct cfg_listen {
+    char host[256];
+    unsigned port;              /* 1..65535 */
+};
+
+/*
+ * One allow-list entry: "SCHEME://HOSTPATTERN[:PORT]".
+ * HOSTPATTERN is a lower-cased host name or address; a leading "*." matches
+ * one or more labels ("*.blob.core.windows.net" matches
+ * "a.blob.core.windows.net" and "a.b.blob.core.windows.net", not
+ * "blob.core.windows.net"). Without a port the scheme's default port (80 for
+ * http, 443 for https) is the only port allowed.
+ */
+struct cfg_allow {
+    char scheme[8];             /* "http" or "https" */
+    char host[256];             /* pattern, lower case */
+    unsigned port;              /* explicit or scheme default */
+};
+
+/* One route: a path prefix on the data plane mapped to an origin base URL.
+ * "/debian/=http://deb.debian.org/debian/" : GET /debian/pool/x.deb fetches
+ * http://deb.debian.org/debian/pool/x.deb. Prefix starts and ends with '/',
+ * url ends with '/'. */
+struct cfg_route {
+    char *prefix;
+    char *url;
+};
+
+enum cfg_log_level { CFG_LOG_ERROR, CFG_LOG_WARN, CFG_LOG_INFO, CFG_LOG_DEBUG };
+enum cfg_log_format { CFG_LOG_TEXT, CFG_LOG_JSON };
+
+struct cfg {
+    char *config_file;          /* NULL when none was given */
+    struct cfg_listen listen;
+    struct cfg_listen admin_listen;
+    char *admin_token;          /* "" when unset */
+    char *cache_dir;
+    struct cfg_allow *allow;
+    size_t n_allow;
+    struct cfg_route *routes;
+    size_t n_routes;
+    char *node_id;              /* default: the host name */
+    uint64_t connect_timeout_ms;
+    uint64_t stall_timeout_ms;  /* upstream sends nothing for this long */
+    uint64_t max_connections;   /* data-plane connections at once */
+    enum cfg_log_level log_level;
+    enum cfg_log_format log_format;
+};
+
+enum cfg_result {
+    CFG_OK = 0,                 /* run the daemon */
+    CFG_EXIT = 1,               /* --help or --version was printed: exit 0 */
+    CFG_ERROR = -1,             /* err holds the message: exit non-zero */
+};
+
+/*
+ * Builds *cfg from defaults, the file named by --config / -c /
+ * EDGECACHE_CONFIG (if any), the environment `envp` (NULL-terminated
+ * "NAME=value" strings) and argv. On CFG_EXIT, `out` received the --help or
+ * --version text. On CFG_ERROR, err (errlen bytes) holds one line naming the
+ * key, and *cfg is left empty (nothing to free, cfg_free is still safe).
+ */
+enum cfg_result cfg_load(struct cfg *cfg, int argc, char **argv, char **envp,
+                         FILE *out, char *err, size_t errlen);
+
+void cfg_free(struct cfg *cfg);
+
+/* --help text generated from the table. */
+void cfg_print_help(FILE *out, const char *argv0);
+
+/* The configuration reference as a Markdown table, generated from the option
+ * table (README.md's reference is checked against this by a test). Printed
+ * by `edgecache --help-markdown`. */
+void cfg_print_markdown(FILE *out);
+
+/* Parse helpers, exposed for the tests and for callers that take the same
+ * shapes elsewhere. Each returns 0 on success, -1 with a reason in err. */
+int cfg_parse_size(const char *s, uint64_t *out, char *err, size_t errlen);
+int cfg_parse_duration_ms(const char *s, uint64_t *out, char *err, size_t errlen);
+int cfg_parse_listen(const char *s, struct cfg_listen *out, char *err, size_t errlen);
+int cfg_parse_allow(const char *s, struct cfg_allow *out, char *err, size_t errlen);
+
+#endif

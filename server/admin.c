@@ -1,0 +1,156 @@
+/*
+ * admin — the control plane (DESIGN.md §7) on its own listener, default
+ * 127.0.0.1:8081: GET /healthz (no token), GET /status (JSON), GET /metrics
+ * (Prometheus text). When admin_token is set, every call but /healthz needs
+ * "Authorization: Bearer <token>".
+ *
+ * Thread: loop thread only.
+ */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cache/fill.h"
+#include "cache/index.h"
+#include "server/edge.h"
+#include "version.h"
+
+static enum MHD_Result reply(struct MHD_Connection *c, unsigned status, const char *ctype,
+                             char *body, size_t len, enum MHD_ResponseMemoryMode mode)
+{
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, body, mode);
+    if (!resp)
+        return MHD_NO;
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    if (status == MHD_HTTP_UNAUTHORIZED)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"edgecache\"");
+    enum MHD_Result ret = MHD_queue_response(c, status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+static enum MHD_Result reply_text(struct MHD_Connection *c, unsigned status, const char *text)
+{
+    return reply(c, status, "text/plain; charset=utf-8", (char *)text, strlen(text),
+                 MHD_RESPMEM_MUST_COPY);
+}
+
+static int authorised(const struct edge *e, struct MHD_Connection *c)
+{
+    const char *token = e->cfg->admin_token;
+    if (!token || !token[0])
+        return 1;
+    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0)
+        return 0;
+    h += 7;
+    size_t a = strlen(h), b = strlen(token);
+    unsigned diff = (unsigned)(a ^ b);
+    for (size_t i = 0; i < a && i < b; i++)
+        diff |= (unsigned)(h[i] ^ token[i]);
+    return diff == 0;
+}
+
+static json_t *counters_json(const struct stats *s)
+{
+    json_t *o = json_object();
+#define STATS_JSON(field, family, labels, type, help) \
+    json_object_set_new(o, #field, json_integer((json_int_t)s->field));
+    STATS_ENTRIES(STATS_JSON)
+#undef STATS_JSON
+    return o;
+}
+
+static void fill_json(void *ctx, const struct fill_info *fi)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "url", json_string(fi->origin_url));
+    json_object_set_new(o, "key", json_string(fi->key));
+    json_object_set_new(o, "state", json_string(fill_state_name(fi->state)));
+    json_object_set_new(o, "bytes", json_integer((json_int_t)fi->received));
+    json_object_set_new(o, "total", fi->has_total ? json_integer((json_int_t)fi->total) : json_null());
+    json_object_set_new(o, "readers", json_integer(fi->readers));
+    json_array_append_new(ctx, o);
+}
+
+static enum MHD_Result status_page(struct edge *e, struct MHD_Connection *c)
+{
+    json_t *root = json_object();
+    json_t *fills = json_array();
+    if (e->fills)
+        fills_foreach(e->fills, fill_json, fills);
+    json_object_set_new(root, "version", json_string(EDGECACHE_VERSION));
+    json_object_set_new(root, "node_id", json_string(e->cfg->node_id));
+    json_object_set_new(root, "uptime_s", json_integer((json_int_t)(time(NULL) - e->started)));
+    json_object_set_new(root, "cache_dir", json_string(e->cfg->cache_dir));
+    json_object_set_new(root, "objects", json_integer((json_int_t)e->stats.objects));
+    json_object_set_new(root, "stored_bytes", json_integer((json_int_t)e->stats.stored_bytes));
+    uint64_t hits = e->stats.req_hit;
+    uint64_t served = hits + e->stats.req_miss + e->stats.req_collapsed;
+    json_object_set_new(root, "hit_ratio", json_real(served ? (double)hits / (double)served : 0.0));
+    json_object_set_new(root, "counters", counters_json(&e->stats));
+    json_object_set_new(root, "fills", fills);
+    char *text = json_dumps(root, JSON_INDENT(2));
+    json_decref(root);
+    if (!text)
+        return MHD_NO;
+    return reply(c, MHD_HTTP_OK, "application/json", text, strlen(text), MHD_RESPMEM_MUST_FREE);
+}
+
+static enum MHD_Result metrics_page(struct edge *e, struct MHD_Connection *c)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&text, &len);
+    if (!out)
+        return MHD_NO;
+    stats_print_prometheus(&e->stats, out);
+    fclose(out);
+    return reply(c, MHD_HTTP_OK, "text/plain; version=0.0.4", text, len, MHD_RESPMEM_MUST_FREE);
+}
+
+static enum MHD_Result on_admin(void *cls, struct MHD_Connection *c, const char *url,
+                                const char *method, const char *version, const char *upload,
+                                size_t *upload_size, void **req_cls)
+{
+    struct edge *e = cls;
+    (void)version, (void)upload, (void)upload_size, (void)req_cls;
+    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
+        return reply_text(c, MHD_HTTP_METHOD_NOT_ALLOWED, "the control plane answers GET here\n");
+    if (strcmp(url, "/healthz") == 0)
+        return reply_text(c, MHD_HTTP_OK, e->stopping ? "stopping\n" : "ok\n");
+    if (!authorised(e, c))
+        return reply_text(c, MHD_HTTP_UNAUTHORIZED,
+                          "this call needs Authorization: Bearer <admin_token>\n");
+    if (strcmp(url, "/status") == 0)
+        return status_page(e, c);
+    if (strcmp(url, "/metrics") == 0)
+        return metrics_page(e, c);
+    return reply_text(c, MHD_HTTP_NOT_FOUND, "no such call: see /healthz, /status, /metrics\n");
+}
+
+int admin_start(struct edge *e, char *err, size_t errlen)
+{
+    struct MHD_OptionItem extra[] = {{MHD_OPTION_END, 0, NULL}};
+    e->admin_daemon = edge_listen(e, &e->cfg->admin_listen, 64, on_admin, e, extra, err, errlen);
+    if (!e->admin_daemon)
+        return -1;
+    int rc = mhduv_start(&e->admin_uv, e->loop, e->admin_daemon);
+    if (rc) {
+        snprintf(err, errlen, "admin_listen: %s", uv_strerror(rc));
+        return -1;
+    }
+    return 0;
+}
+
+void admin_stop(struct edge *e)
+{
+    if (!e->admin_daemon)
+        return;
+    mhduv_stop(&e->admin_uv, NULL);
+    MHD_stop_daemon(e->admin_daemon);
+    e->admin_daemon = NULL;
+}

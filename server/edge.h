@@ -1,0 +1,63 @@
+/*
+ * edge — the daemon's one context. Everything edgecache runs on hangs off a
+ * struct edge: the configuration, the loop, the store and index, the fills,
+ * the upstream client, the counters and the two HTTP listeners. There is no
+ * global mutable state, so one process could run one edge per loop.
+ *
+ * Thread: the loop thread owns it; the thread pool touches only the store
+ * and index (through the fills' commits).
+ */
+#ifndef EDGECACHE_EDGE_H
+#define EDGECACHE_EDGE_H
+
+#include <microhttpd.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "cache/stats.h"
+#include "cache/store.h"
+#include "config/cfg.h"
+#include "config/log.h"
+#include "server/mhd_uv.h"
+
+struct index;
+struct fills;
+struct upstream;
+
+struct edge {
+    const struct cfg *cfg;
+    struct logger log;
+    uv_loop_t *loop;
+    struct store store;
+    struct index *index;        /* owned */
+    struct upstream *upstream;  /* owned */
+    struct fills *fills;        /* owned */
+    struct stats stats;
+    struct MHD_Daemon *data_daemon;
+    struct MHD_Daemon *admin_daemon;
+    struct mhduv data_uv;
+    struct mhduv admin_uv;
+    uv_signal_t sig_term;
+    uv_signal_t sig_int;
+    uv_timer_t housekeeping;    /* access-time batches */
+    int touch_flush_running;
+    int64_t started;            /* Unix seconds */
+    int stopping;
+};
+
+/* Starts both listeners on the loop. Returns 0, or -1 with err filled. */
+int http_start(struct edge *e, char *err, size_t errlen);
+/* Stops the data plane: every suspended connection is resumed first. */
+void http_stop(struct edge *e);
+
+int admin_start(struct edge *e, char *err, size_t errlen);
+void admin_stop(struct edge *e);
+
+/* Binds an MHD daemon in external epoll mode on host:port; shared by both
+ * listeners. */
+struct MHD_Daemon *edge_listen(struct edge *e, const struct cfg_listen *where,
+                               unsigned conn_limit, MHD_AccessHandlerCallback handler,
+                               void *handler_cls, const struct MHD_OptionItem *extra,
+                               char *err, size_t errlen);
+
+#endif

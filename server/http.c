@@ -1,0 +1,555 @@
+/*
+ * http — the data plane: what devices ask for (DESIGN.md §1, §2).
+ *
+ * Each request is a struct http_req, created when MHD has parsed the request
+ * line (we keep the raw request-target: the cache key is made from it, not
+ * from MHD's decoded path) and freed when MHD reports it complete. A request
+ * is answered in one of three ways:
+ *   hit    the key is in the index and its blob opens: sendfile from the blob
+ *   fill   a fill for the key runs (collapsed) or is started (miss); the
+ *          request waits, suspended, for the upstream's headers, then is
+ *          answered by a struct http_stream that reads the fill's temp file
+ *          as bytes arrive, suspending whenever it has caught up
+ *   error  4xx/5xx with a one-line text body naming what to change
+ *
+ * Suspension: a suspended connection is on exactly one fill's wait list, and
+ * only the fill's wake resumes it. Nothing polls.
+ *
+ * Thread: loop thread only.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cache/digest.h"
+#include "cache/fill.h"
+#include "cache/index.h"
+#include "cache/route.h"
+#include "server/edge.h"
+#include "server/http_range.h"
+#include "version.h"
+
+#define REQ_MAGIC 0x52657121u
+#define STREAM_MAGIC 0x53747221u
+#define STREAM_BLOCK (64 * 1024)
+
+enum join_kind { JOIN_MISS, JOIN_COLLAPSED };
+
+struct http_req {
+    unsigned magic;
+    struct edge *e;
+    struct MHD_Connection *conn;
+    char *target;                   /* raw request-target */
+    struct route_target rt;
+    int routed;
+    struct fill *fill;              /* while waiting for the fill's headers */
+    struct fill_waiter waiter;
+    enum join_kind kind;
+    int is_head;
+    uint64_t cache_bytes;           /* body bytes of a sendfile answer */
+    uint64_t *cache_bytes_counter;  /* where they count once sent */
+};
+
+/* The body of an answer that reads a fill while it runs. */
+struct http_stream {
+    unsigned magic;
+    struct edge *e;
+    struct MHD_Connection *conn;
+    struct fill *fill;              /* a reference */
+    struct fill_waiter waiter;
+    uint64_t first;                 /* window in the representation */
+    uint64_t len;                   /* UINT64_MAX: unknown (chunked) */
+};
+
+/* What every answer about a representation carries. */
+struct repr {
+    uint64_t size;
+    const char *content_type;
+    int64_t last_modified;
+    const char *sha256_hex;         /* NULL when not known yet */
+    const char *cache_status;
+    int64_t age;
+};
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload, size_t *upload_size, void **req_cls);
+static enum MHD_Result serve_from_fill(struct http_req *r);
+
+/* ---- small helpers ---------------------------------------------------------- */
+
+static const char *header(struct MHD_Connection *c, const char *name)
+{
+    return MHD_lookup_connection_value(c, MHD_HEADER_KIND, name);
+}
+
+static enum MHD_Result respond_text(struct http_req *r, unsigned status, const char *text)
+{
+    char body[1200];
+    int n = snprintf(body, sizeof body, "%s\n", text);
+    if (n < 0 || (size_t)n >= sizeof body)
+        n = (int)sizeof body - 1;
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer((size_t)n, body, MHD_RESPMEM_MUST_COPY);
+    if (!resp)
+        return MHD_NO;
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; charset=utf-8");
+    if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
+    enum MHD_Result ret = MHD_queue_response(r->conn, status, resp);
+    MHD_destroy_response(resp);
+    if (status >= 400)
+        r->e->stats.req_error++;
+    log_msg(&r->e->log, status >= 500 ? LOG_WARN : LOG_INFO, "http", "%u %s: %s", status,
+            r->target ? r->target : "-", text);
+    return ret;
+}
+
+static void add_repr_headers(struct MHD_Response *resp, const struct repr *rp)
+{
+    char buf[128];
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_ACCEPT_RANGES, "bytes");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+                            rp->content_type ? rp->content_type : "application/octet-stream");
+    if (rp->last_modified > 0) {
+        http_date_format((time_t)rp->last_modified, buf, sizeof buf);
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_LAST_MODIFIED, buf);
+    }
+    if (rp->sha256_hex) {
+        unsigned char bin[DIGEST_SHA256_LEN];
+        char b64[DIGEST_SHA256_B64];
+        snprintf(buf, sizeof buf, "\"%s\"", rp->sha256_hex);
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, buf);
+        if (digest_from_hex(rp->sha256_hex, bin, sizeof bin) == 0) {
+            digest_base64(bin, sizeof bin, b64);
+            snprintf(buf, sizeof buf, "sha-256=:%s:", b64);
+            MHD_add_response_header(resp, "Repr-Digest", buf);
+        }
+    }
+    snprintf(buf, sizeof buf, "%lld", (long long)(rp->age > 0 ? rp->age : 0));
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_AGE, buf);
+    MHD_add_response_header(resp, "Cache-Status", rp->cache_status);
+}
+
+static enum MHD_Result queue(struct http_req *r, unsigned status, struct MHD_Response *resp,
+                             const struct repr *rp)
+{
+    if (!resp)
+        return respond_text(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
+    add_repr_headers(resp, rp);
+    enum MHD_Result ret = MHD_queue_response(r->conn, status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+static char *etag_of(const char *sha256_hex, char *buf, size_t len)
+{
+    if (!sha256_hex)
+        return NULL;
+    snprintf(buf, len, "\"%s\"", sha256_hex);
+    return buf;
+}
+
+/* 304 when the client's validators say it has this representation. */
+static int not_modified(struct http_req *r, const struct repr *rp)
+{
+    char etag[80];
+    const char *inm = header(r->conn, MHD_HTTP_HEADER_IF_NONE_MATCH);
+    if (inm)
+        return rp->sha256_hex && http_if_none_match(inm, etag_of(rp->sha256_hex, etag, sizeof etag));
+    return http_not_modified_since(header(r->conn, MHD_HTTP_HEADER_IF_MODIFIED_SINCE),
+                                   (time_t)rp->last_modified);
+}
+
+/* The byte window to send, or 416. Honours If-Range. */
+static enum http_range_result choose_range(struct http_req *r, const struct repr *rp,
+                                           struct http_range *range)
+{
+    char etag[80];
+    const char *h = header(r->conn, MHD_HTTP_HEADER_RANGE);
+    const char *if_range = header(r->conn, MHD_HTTP_HEADER_IF_RANGE);
+    if (!h)
+        return HTTP_RANGE_NONE;
+    if (if_range) {
+        const char *cur = rp->sha256_hex ? etag_of(rp->sha256_hex, etag, sizeof etag) : "";
+        if (!http_if_range(if_range, cur, (time_t)rp->last_modified))
+            return HTTP_RANGE_NONE;
+    }
+    return http_range_parse(h, rp->size, range);
+}
+
+static enum MHD_Result respond_416(struct http_req *r, const struct repr *rp)
+{
+    char buf[64];
+    struct MHD_Response *resp = MHD_create_response_from_buffer(0, "", MHD_RESPMEM_PERSISTENT);
+    if (!resp)
+        return MHD_NO;
+    snprintf(buf, sizeof buf, "bytes */%llu", (unsigned long long)rp->size);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_RANGE, buf);
+    r->e->stats.req_error++;
+    return queue(r, MHD_HTTP_RANGE_NOT_SATISFIABLE, resp, rp);
+}
+
+static enum MHD_Result respond_304(struct http_req *r, const struct repr *rp)
+{
+    struct MHD_Response *resp = MHD_create_response_from_buffer(0, "", MHD_RESPMEM_PERSISTENT);
+    return queue(r, MHD_HTTP_NOT_MODIFIED, resp, rp);
+}
+
+static void add_content_range(struct MHD_Response *resp, const struct http_range *range,
+                              uint64_t total)
+{
+    char buf[96];
+    snprintf(buf, sizeof buf, "bytes %llu-%llu/%llu", (unsigned long long)range->first,
+             (unsigned long long)range->last, (unsigned long long)total);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_RANGE, buf);
+}
+
+/*
+ * A complete representation readable from fd (a blob, or a finished fill):
+ * validators, range, then sendfile. Takes ownership of fd.
+ */
+static enum MHD_Result answer_from_fd(struct http_req *r, int fd, const struct repr *rp,
+                                      uint64_t *bytes_counter)
+{
+    struct http_range range;
+    if (not_modified(r, rp)) {
+        close(fd);
+        return respond_304(r, rp);
+    }
+    enum http_range_result rr = choose_range(r, rp, &range);
+    if (rr == HTTP_RANGE_UNSATISFIABLE) {
+        close(fd);
+        return respond_416(r, rp);
+    }
+    uint64_t first = rr == HTTP_RANGE_OK ? range.first : 0;
+    uint64_t len = rr == HTTP_RANGE_OK ? range.last - range.first + 1 : rp->size;
+    struct MHD_Response *resp = MHD_create_response_from_fd_at_offset64(len, fd, first);
+    if (!resp) {
+        close(fd);
+        return respond_text(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot create a response");
+    }
+    if (rr == HTTP_RANGE_OK)
+        add_content_range(resp, &range, rp->size);
+    r->cache_bytes = r->is_head ? 0 : len;
+    r->cache_bytes_counter = bytes_counter;
+    return queue(r, rr == HTTP_RANGE_OK ? MHD_HTTP_PARTIAL_CONTENT : MHD_HTTP_OK, resp, rp);
+}
+
+/* ---- hits --------------------------------------------------------------------- */
+
+static int serve_hit(struct http_req *r, enum MHD_Result *ret)
+{
+    struct edge *e = r->e;
+    struct index_entry ent;
+    if (index_lookup(e->index, r->rt.key, &ent) != 1)
+        return 0;
+    uint64_t size = 0;
+    int fd = store_blob_open(&e->store, ent.sha256, &size);
+    if (fd < 0 || size != ent.size) {
+        if (fd >= 0)
+            close(fd);
+        log_msg(&e->log, LOG_WARN, "http", "blob %s for %s is missing or has the wrong size: refetching",
+                ent.sha256, r->rt.key);
+        index_entry_free(&ent);
+        return 0;
+    }
+    int64_t now = (int64_t)time(NULL);
+    struct repr rp = {
+        .size = size,
+        .content_type = ent.content_type,
+        .last_modified = ent.last_modified,
+        .sha256_hex = ent.sha256,
+        .cache_status = "edgecache; hit",
+        .age = now - ent.stored_at,
+    };
+    index_touch(e->index, ent.sha256, now);
+    e->stats.req_hit++;
+    *ret = answer_from_fd(r, fd, &rp, &e->stats.bytes_sent_cache);
+    index_entry_free(&ent);
+    return 1;
+}
+
+/* ---- fills: joining, waiting, streaming ----------------------------------------- */
+
+static void req_wake(struct fill_waiter *w)
+{
+    struct http_req *r = (struct http_req *)((char *)w - offsetof(struct http_req, waiter));
+    MHD_resume_connection(r->conn);
+    mhduv_kick(&r->e->data_uv);
+}
+
+static void stream_wake(struct fill_waiter *w)
+{
+    struct http_stream *s = (struct http_stream *)((char *)w - offsetof(struct http_stream, waiter));
+    MHD_resume_connection(s->conn);
+    mhduv_kick(&s->e->data_uv);
+}
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    struct http_stream *s = cls;
+    struct fill_info fi;
+    fill_info(s->fill, &fi);
+    if (fi.state == FILL_FAILED)
+        return MHD_CONTENT_READER_END_WITH_ERROR;
+    if (s->len != UINT64_MAX && pos >= s->len)
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    uint64_t off = s->first + pos;
+    uint64_t avail = fill_readable(s->fill);
+    if (avail > off) {
+        uint64_t n = avail - off;
+        if (s->len != UINT64_MAX && n > s->len - pos)
+            n = s->len - pos;
+        if (n > max)
+            n = max;
+        if (fill_pread(s->fill, buf, (size_t)n, off) < 0)
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        s->e->stats.bytes_sent_fill += n;
+        return (ssize_t)n;
+    }
+    if (fi.state == FILL_DONE)     /* nothing more will come */
+        return s->len == UINT64_MAX ? MHD_CONTENT_READER_END_OF_STREAM
+                                    : MHD_CONTENT_READER_END_WITH_ERROR;
+    MHD_suspend_connection(s->conn);
+    fill_wait(s->fill, &s->waiter);
+    return 0;
+}
+
+static void stream_free(void *cls)
+{
+    struct http_stream *s = cls;
+    fill_unref(&s->fill, &s->waiter);
+    s->magic = 0;
+    free(s);
+}
+
+static void wait_for_fill(struct http_req *r)
+{
+    MHD_suspend_connection(r->conn);
+    fill_wait(r->fill, &r->waiter);
+}
+
+static const char *join_status(const struct http_req *r)
+{
+    return r->kind == JOIN_MISS ? "edgecache; fwd=miss; stored" : "edgecache; fwd=miss; collapsed";
+}
+
+static enum MHD_Result answer_pass(struct http_req *r, const struct fill_info *fi)
+{
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(fi->pass_len, (void *)fi->pass_body, MHD_RESPMEM_MUST_COPY);
+    if (!resp)
+        return MHD_NO;
+    if (fi->content_type)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, fi->content_type);
+    MHD_add_response_header(resp, "Cache-Status", "edgecache; fwd=miss; detail=not-stored");
+    r->e->stats.req_pass++;
+    enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)fi->status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+/* The fill has its 2xx headers: answer from its bytes as they come. */
+static enum MHD_Result answer_streaming(struct http_req *r, const struct fill_info *fi)
+{
+    struct repr rp = {
+        .size = fi->total,
+        .content_type = fi->content_type,
+        .last_modified = fi->last_modified,
+        .sha256_hex = fi->sha256_hex,
+        .cache_status = join_status(r),
+    };
+    struct http_range range;
+    if (!fi->has_total && header(r->conn, MHD_HTTP_HEADER_RANGE) && fi->state != FILL_DONE) {
+        wait_for_fill(r);           /* a range of an unknown length: wait for the end */
+        return MHD_YES;
+    }
+    if (fi->has_total && not_modified(r, &rp))
+        return respond_304(r, &rp);
+    enum http_range_result rr = fi->has_total ? choose_range(r, &rp, &range) : HTTP_RANGE_NONE;
+    if (rr == HTTP_RANGE_UNSATISFIABLE)
+        return respond_416(r, &rp);
+    struct http_stream *s = calloc(1, sizeof *s);
+    if (!s)
+        return respond_text(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
+    s->magic = STREAM_MAGIC;
+    s->e = r->e;
+    s->conn = r->conn;
+    s->waiter.wake = stream_wake;
+    s->first = rr == HTTP_RANGE_OK ? range.first : 0;
+    s->len = rr == HTTP_RANGE_OK ? range.last - range.first + 1
+             : fi->has_total     ? fi->total
+                                 : UINT64_MAX;
+    s->fill = r->fill;              /* the request's reference moves to the stream */
+    r->fill = NULL;
+    struct MHD_Response *resp = MHD_create_response_from_callback(
+        s->len == UINT64_MAX ? MHD_SIZE_UNKNOWN : s->len, STREAM_BLOCK, stream_read, s, stream_free);
+    if (!resp) {
+        stream_free(s);
+        return respond_text(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
+    }
+    if (rr == HTTP_RANGE_OK)
+        add_content_range(resp, &range, fi->total);
+    return queue(r, rr == HTTP_RANGE_OK ? MHD_HTTP_PARTIAL_CONTENT : MHD_HTTP_OK, resp, &rp);
+}
+
+static enum MHD_Result serve_from_fill(struct http_req *r)
+{
+    struct fill_info fi;
+    fill_info(r->fill, &fi);
+    enum MHD_Result ret;
+    switch (fi.state) {
+    case FILL_CONNECTING:
+        wait_for_fill(r);
+        return MHD_YES;
+    case FILL_FAILED:
+        ret = respond_text(r, fi.error_status ? (unsigned)fi.error_status : 502, fi.error);
+        break;
+    case FILL_PASS:
+        ret = answer_pass(r, &fi);
+        break;
+    default:
+        ret = answer_streaming(r, &fi);
+        break;
+    }
+    fill_unref(&r->fill, &r->waiter);
+    return ret;
+}
+
+static enum MHD_Result serve(struct http_req *r)
+{
+    struct edge *e = r->e;
+    enum MHD_Result ret;
+    char reason[512];
+    if (serve_hit(r, &ret))
+        return ret;
+    r->fill = fills_find(e->fills, r->rt.key);
+    if (r->fill) {
+        fill_ref(r->fill);
+        r->kind = JOIN_COLLAPSED;
+        e->stats.req_collapsed++;
+    } else {
+        r->fill = fills_start(e->fills, r->rt.key, r->rt.origin_url, reason, sizeof reason);
+        if (!r->fill)
+            return respond_text(r, MHD_HTTP_SERVICE_UNAVAILABLE, reason);
+        r->kind = JOIN_MISS;
+        e->stats.req_miss++;
+    }
+    return serve_from_fill(r);
+}
+
+/* ---- MHD callbacks ---------------------------------------------------------------- */
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload, size_t *upload_size, void **req_cls)
+{
+    struct http_req *r = *req_cls;
+    char reason[512];
+    (void)cls, (void)url, (void)version, (void)upload;
+    if (!r || r->magic != REQ_MAGIC)
+        return MHD_NO;
+    if (r->fill)                    /* resumed: the fill moved on */
+        return serve_from_fill(r);
+    if (r->routed)                  /* request body of a refused method */
+        return (*upload_size = 0), MHD_YES;
+    r->routed = 1;
+    r->is_head = strcmp(method, "HEAD") == 0;
+    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
+        snprintf(reason, sizeof reason, "method %s is not allowed: edgecache serves GET and HEAD",
+                 method);
+        return respond_text(r, MHD_HTTP_METHOD_NOT_ALLOWED, reason);
+    }
+    memset(&r->rt, 0, sizeof r->rt);
+    switch (route_resolve(r->e->cfg, r->target, &r->rt, reason, sizeof reason)) {
+    case ROUTE_OK:
+        return serve(r);
+    case ROUTE_FORBIDDEN:
+        return respond_text(r, MHD_HTTP_FORBIDDEN, reason);
+    case ROUTE_NOT_FOUND:
+        return respond_text(r, MHD_HTTP_NOT_FOUND, reason);
+    default:
+        return respond_text(r, MHD_HTTP_BAD_REQUEST, reason);
+    }
+}
+
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    struct http_req *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    r->magic = REQ_MAGIC;
+    r->e = cls;
+    r->conn = conn;
+    r->target = strdup(uri);
+    r->waiter.wake = req_wake;
+    return r;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    struct http_req *r = *req_cls;
+    (void)cls, (void)conn;
+    if (!r)
+        return;
+    *req_cls = NULL;
+    if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK && r->cache_bytes_counter)
+        *r->cache_bytes_counter += r->cache_bytes;
+    fill_unref(&r->fill, &r->waiter);
+    if (r->routed)
+        route_target_free(&r->rt);
+    free(r->target);
+    r->magic = 0;
+    free(r);
+}
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_ctx,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    struct edge *e = cls;
+    (void)conn, (void)socket_ctx;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED)
+        e->stats.connections++;
+    else
+        e->stats.connections--;
+}
+
+int http_start(struct edge *e, char *err, size_t errlen)
+{
+    struct MHD_OptionItem extra[] = {
+        {MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)on_uri, e},
+        {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, e},
+        {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, e},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    e->data_daemon = edge_listen(e, &e->cfg->listen, (unsigned)e->cfg->max_connections,
+                                 on_request, e, extra, err, errlen);
+    if (!e->data_daemon)
+        return -1;
+    int rc = mhduv_start(&e->data_uv, e->loop, e->data_daemon);
+    if (rc) {
+        snprintf(err, errlen, "listen: %s", uv_strerror(rc));
+        return -1;
+    }
+    return 0;
+}
+
+void http_stop(struct edge *e)
+{
+    if (!e->data_daemon)
+        return;
+    /* Failing the fills wakes (resumes) every waiting connection; two runs
+     * let MHD act on the resumes before the daemon stops. */
+    fills_close(&e->fills);
+    mhduv_run(&e->data_uv);
+    mhduv_run(&e->data_uv);
+    mhduv_stop(&e->data_uv, NULL);
+    MHD_stop_daemon(e->data_daemon);
+    e->data_daemon = NULL;
+}

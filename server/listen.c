@@ -1,0 +1,65 @@
+/* edge_listen — one MHD daemon in external epoll mode; see server/edge.h. */
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "server/edge.h"
+
+static void mhd_logger(void *cls, const char *fmt, va_list ap)
+{
+    struct edge *e = cls;
+    char line[512];
+    vsnprintf(line, sizeof line, fmt, ap);
+    size_t n = strlen(line);
+    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+        line[--n] = '\0';
+    log_msg(&e->log, LOG_WARN, "httpd", "%s", line);
+}
+
+static int resolve(const struct cfg_listen *where, struct sockaddr_storage *ss, char *err,
+                   size_t errlen)
+{
+    struct addrinfo hints = {.ai_flags = AI_PASSIVE | AI_NUMERICSERV, .ai_socktype = SOCK_STREAM};
+    struct addrinfo *res = NULL;
+    char port[16];
+    snprintf(port, sizeof port, "%u", where->port);
+    int rc = getaddrinfo(where->host[0] ? where->host : NULL, port, &hints, &res);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot resolve listen address %s: %s", where->host, gai_strerror(rc));
+        return -1;
+    }
+    memcpy(ss, res->ai_addr, res->ai_addrlen);
+    freeaddrinfo(res);
+    return 0;
+}
+
+struct MHD_Daemon *edge_listen(struct edge *e, const struct cfg_listen *where,
+                               unsigned conn_limit, MHD_AccessHandlerCallback handler,
+                               void *handler_cls, const struct MHD_OptionItem *extra,
+                               char *err, size_t errlen)
+{
+    struct sockaddr_storage ss;
+    if (resolve(where, &ss, err, errlen) != 0)
+        return NULL;
+    unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    if (ss.ss_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    struct MHD_Daemon *d = MHD_start_daemon(
+        flags, (uint16_t)where->port, NULL, NULL, handler, handler_cls,
+        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+        MHD_OPTION_CONNECTION_LIMIT, conn_limit,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
+        MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, e,
+        MHD_OPTION_ARRAY, extra,
+        MHD_OPTION_END);
+    if (!d) {
+        snprintf(err, errlen, "cannot listen on %s:%u (address in use, or not an address of this host?)",
+                 where->host, where->port);
+        return NULL;
+    }
+    return d;
+}

@@ -1,0 +1,179 @@
+/*
+ * edgecache — an on-premise cache for over-the-air update payloads.
+ *
+ * main: configuration, start-up recovery, the loop, an orderly stop on
+ * SIGTERM/SIGINT. Start-up order: config -> store (dirs) -> index ->
+ * recovery (temp files, orphan rows and blobs) -> upstream -> fills ->
+ * listeners. Nothing listens before the store is consistent.
+ */
+#include <curl/curl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cache/fill.h"
+#include "cache/index.h"
+#include "cache/upstream.h"
+#include "server/edge.h"
+#include "version.h"
+
+#define TOUCH_FLUSH_MS 5000
+
+extern char **environ;
+
+static void touch_flush_work(uv_work_t *w)
+{
+    struct edge *e = w->data;
+    index_flush_touches(e->index);
+}
+
+static void touch_flush_after(uv_work_t *w, int status)
+{
+    struct edge *e = w->data;
+    (void)status;
+    e->touch_flush_running = 0;
+    free(w);
+}
+
+/* Access times are batched in memory and written from the pool. */
+static void on_housekeeping(uv_timer_t *t)
+{
+    struct edge *e = t->data;
+    if (e->touch_flush_running)
+        return;
+    uv_work_t *w = calloc(1, sizeof *w);
+    if (!w)
+        return;
+    w->data = e;
+    e->touch_flush_running = 1;
+    if (uv_queue_work(e->loop, w, touch_flush_work, touch_flush_after) != 0) {
+        e->touch_flush_running = 0;
+        free(w);
+    }
+}
+
+static void edge_stop(struct edge *e)
+{
+    if (e->stopping)
+        return;
+    e->stopping = 1;
+    log_msg(&e->log, LOG_INFO, "main", "stopping");
+    http_stop(e);
+    admin_stop(e);
+    upstream_close(&e->upstream);
+    uv_timer_stop(&e->housekeeping);
+    uv_close((uv_handle_t *)&e->housekeeping, NULL);
+    uv_close((uv_handle_t *)&e->sig_term, NULL);
+    uv_close((uv_handle_t *)&e->sig_int, NULL);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    (void)signum;
+    edge_stop(s->data);
+}
+
+static int open_storage(struct edge *e, char *err, size_t errlen)
+{
+    char path[4096];
+    unsigned temps = 0, dropped = 0, adopted = 0;
+    if (store_open(&e->store, e->cfg->cache_dir, &e->log, err, errlen) != 0)
+        return -1;
+    store_index_path(&e->store, path, sizeof path);
+    if (index_open(&e->index, path, &e->log, err, errlen) != 0)
+        return -1;
+    if (store_recover(&e->store, e->index, &temps, &dropped, &adopted) != 0) {
+        snprintf(err, errlen, "cannot recover the store in %s", e->cfg->cache_dir);
+        return -1;
+    }
+    if (index_totals(e->index, &e->stats.objects, &e->stats.stored_bytes) != 0) {
+        snprintf(err, errlen, "cannot read the index %s", path);
+        return -1;
+    }
+    return 0;
+}
+
+static int edge_start(struct edge *e, char *err, size_t errlen)
+{
+    e->started = (int64_t)time(NULL);
+    if (open_storage(e, err, errlen) != 0)
+        return -1;
+    if (upstream_open(&e->upstream, e->loop, &e->log) != 0) {
+        snprintf(err, errlen, "cannot set up the upstream client");
+        return -1;
+    }
+    struct fills_env env = {
+        .loop = e->loop, .cfg = e->cfg, .log = &e->log, .store = &e->store,
+        .index = e->index, .upstream = e->upstream, .stats = &e->stats,
+    };
+    if (fills_open(&e->fills, &env) != 0) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (http_start(e, err, errlen) != 0 || admin_start(e, err, errlen) != 0)
+        return -1;
+    uv_timer_init(e->loop, &e->housekeeping);
+    e->housekeeping.data = e;
+    uv_timer_start(&e->housekeeping, on_housekeeping, TOUCH_FLUSH_MS, TOUCH_FLUSH_MS);
+    uv_signal_init(e->loop, &e->sig_term);
+    uv_signal_init(e->loop, &e->sig_int);
+    e->sig_term.data = e->sig_int.data = e;
+    uv_signal_start(&e->sig_term, on_signal, SIGTERM);
+    uv_signal_start(&e->sig_int, on_signal, SIGINT);
+    log_msg(&e->log, LOG_INFO, "main",
+            "edgecache %s serving on %s:%u, control plane on %s:%u, cache %s (%llu objects, %llu bytes)",
+            EDGECACHE_VERSION, e->cfg->listen.host, e->cfg->listen.port, e->cfg->admin_listen.host,
+            e->cfg->admin_listen.port, e->cfg->cache_dir, (unsigned long long)e->stats.objects,
+            (unsigned long long)e->stats.stored_bytes);
+    return 0;
+}
+
+static void edge_teardown(struct edge *e)
+{
+    if (e->data_daemon || e->admin_daemon || e->upstream) {
+        http_stop(e);
+        admin_stop(e);
+        upstream_close(&e->upstream);
+    }
+    fills_close(&e->fills);
+    uv_run(e->loop, UV_RUN_DEFAULT);    /* let close callbacks and pool work finish */
+    index_close(&e->index);
+    store_close(&e->store);
+}
+
+int main(int argc, char **argv)
+{
+    struct cfg cfg;
+    char err[1024] = "";
+    enum cfg_result cr = cfg_load(&cfg, argc, argv, environ, stdout, err, sizeof err);
+    if (cr == CFG_EXIT)
+        return 0;
+    if (cr == CFG_ERROR) {
+        fprintf(stderr, "edgecache: %s\n", err);
+        cfg_free(&cfg);
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+
+    struct edge e;
+    memset(&e, 0, sizeof e);
+    e.cfg = &cfg;
+    e.loop = uv_default_loop();
+    log_init(&e.log, cfg.log_level, cfg.log_format);
+
+    int rc = 0;
+    if (edge_start(&e, err, sizeof err) != 0) {
+        log_msg(&e.log, LOG_ERROR, "main", "%s", err);
+        rc = 1;
+    } else {
+        uv_run(e.loop, UV_RUN_DEFAULT);
+    }
+    edge_teardown(&e);
+    uv_loop_close(e.loop);
+    curl_global_cleanup();
+    cfg_free(&cfg);
+    return rc;
+}

@@ -1,0 +1,26 @@
+#!/bin/sh
+# Installs what is missing, builds edgecache and runs every test (unit tests
+# with cmocka, integration tests with pytest against the real binary and a
+# real nginx origin), all through ctest.
+#
+#   tests/run.sh              release build in build/
+#   tests/run.sh --sanitize   AddressSanitizer + UBSan build in build-asan/
+set -eu
+cd "$(dirname "$0")/.."
+
+dir=build
+flags=""
+if [ "${1:-}" = "--sanitize" ]; then
+  dir=build-asan
+  flags="-DEDGECACHE_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug"
+fi
+
+./docker/install-deps.sh test
+# shellcheck disable=SC2086
+cmake -S . -B "$dir" $flags >/dev/null
+cmake --build "$dir" -j"$(nproc)"
+if [ "$dir" = build-asan ]; then
+  export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:halt_on_error=1"
+  export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+fi
+ctest --test-dir "$dir" --output-on-failure -j2
