@@ -56,7 +56,7 @@ struct fill {
     size_t pass_len;
     int stored;
     int error_status;
-    char error[256];
+    char error[512];
     char curl_error[CURL_ERROR_SIZE];
 
     struct fill_waiter *waiters;    /* readers waiting for bytes or a state change */
@@ -565,7 +565,7 @@ static size_t on_body(char *buf, size_t size, size_t n, void *arg)
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0) {
-            snprintf(fl->error, sizeof fl->error, "cannot write %s: %s", fl->tmp_path,
+            snprintf(fl->error, sizeof fl->error, "cannot write %.300s: %s", fl->tmp_path,
                      strerror(errno));
             return 0;
         }

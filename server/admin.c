@@ -117,7 +117,15 @@ static enum MHD_Result on_admin(void *cls, struct MHD_Connection *c, const char 
                                 size_t *upload_size, void **req_cls)
 {
     struct edge *e = cls;
-    (void)version, (void)upload, (void)upload_size, (void)req_cls;
+    (void)version, (void)upload;
+    if (!*req_cls) {                /* answer from the second call: keep-alive */
+        *req_cls = e;
+        return MHD_YES;
+    }
+    if (*upload_size) {             /* a body nobody asked for: drop it */
+        *upload_size = 0;
+        return MHD_YES;
+    }
     if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
         return reply_text(c, MHD_HTTP_METHOD_NOT_ALLOWED, "the control plane answers GET here\n");
     if (strcmp(url, "/healthz") == 0)

@@ -50,6 +50,7 @@ struct http_req {
     struct fill_waiter waiter;
     enum join_kind kind;
     int is_head;
+    int headers_seen;               /* the access handler was called once */
     uint64_t cache_bytes;           /* body bytes of a sendfile answer */
     uint64_t *cache_bytes_counter;  /* where they count once sent */
 };
@@ -456,8 +457,19 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return MHD_NO;
     if (r->fill)                    /* resumed: the fill moved on */
         return serve_from_fill(r);
-    if (r->routed)                  /* request body of a refused method */
-        return (*upload_size = 0), MHD_YES;
+    if (!r->headers_seen) {
+        /* MHD closes the connection after an answer queued from the first
+         * call (it has not yet read the request to its end): answer from
+         * the second, which keeps connections alive between requests. */
+        r->headers_seen = 1;
+        return MHD_YES;
+    }
+    if (*upload_size) {             /* a request body: read and dropped */
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    if (r->routed)
+        return MHD_NO;
     r->routed = 1;
     r->is_head = strcmp(method, "HEAD") == 0;
     if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {

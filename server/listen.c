@@ -49,11 +49,11 @@ struct MHD_Daemon *edge_listen(struct edge *e, const struct cfg_listen *where,
         flags |= MHD_USE_IPv6;
     struct MHD_Daemon *d = MHD_start_daemon(
         flags, (uint16_t)where->port, NULL, NULL, handler, handler_cls,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, e,  /* MHD wants it first */
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
         MHD_OPTION_CONNECTION_LIMIT, conn_limit,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
         MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
-        MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, e,
         MHD_OPTION_ARRAY, extra,
         MHD_OPTION_END);
     if (!d) {
