@@ -48,7 +48,10 @@ bool http_if_range(const char *header, const char *etag, time_t last_modified);
  * false. */
 bool http_not_modified_since(const char *header, time_t last_modified);
 
-/* IMF-fixdate, RFC 850 and asctime forms. Returns 0 on success. */
+/* IMF-fixdate, RFC 850 and asctime forms, exactly as RFC 9110 §5.6.7 spells
+ * them (optional whitespace around the whole value is tolerated). An RFC 850
+ * two-digit year 00-69 is 2000-2069, 70-99 is 1970-1999. Impossible dates
+ * ("31 Nov") are refused. Returns 0 on success, -1 (*out untouched). */
 int http_date_parse(const char *s, time_t *out);
 
 /* "Sun, 06 Nov 1994 08:49:37 GMT" into buf (at least 30 bytes). */
