@@ -10,6 +10,9 @@
  *        stored_at INTEGER)
  *   expectations(key TEXT PRIMARY KEY, sha256 TEXT, size INTEGER, source TEXT)
  *   deployments(id TEXT PRIMARY KEY, created INTEGER, body TEXT)
+ * plus the indexes urls(sha256) and objects(last_access). A urls row is
+ * deleted with its objects row (ON DELETE CASCADE, foreign keys on), and a
+ * lookup joins the two, so a key whose object is gone reads as not stored.
  * Times are Unix seconds. The database runs in WAL mode with
  * synchronous=NORMAL: a crash may lose the last commits, never consistency;
  * a blob whose row was lost is adopted by store_recover().
@@ -19,7 +22,12 @@
  * for every write from the libuv thread pool. Access times are not written
  * once per hit: index_touch() records them in memory (cheap, loop thread)
  * and index_flush_touches() writes the batch in one transaction (thread
- * pool, from a timer, and at shutdown).
+ * pool, from a timer, and at shutdown). The batch holds at most 4096
+ * distinct objects; past that the earliest entry is given up (the next
+ * flush logs how many), so memory stays bounded.
+ *
+ * Opening refuses, with an error naming the file, a database whose
+ * user_version is newer than this code's schema.
  */
 #ifndef EDGECACHE_INDEX_H
 #define EDGECACHE_INDEX_H
@@ -66,10 +74,13 @@ struct index_commit {
 
 /* Thread pool. One transaction: insert or keep the objects row, insert or
  * replace the urls row. Returns 0, or -1 (logged). Sets *new_object to 1
- * when the objects row did not exist before (may be NULL). */
+ * when the objects row did not exist before (may be NULL). A kept row gets
+ * last_access = max(last_access, now), and its verified_by when it had
+ * none or was 'adopted'. */
 int index_commit_object(struct index *idx, const struct index_commit *c, int *new_object);
 
-/* Loop thread, cheap: remember that sha256 was read at `now`. */
+/* Loop thread, cheap: remember that sha256 was read at `now` (repeated
+ * reads of one object are merged; a malformed digest is ignored). */
 void index_touch(struct index *idx, const char *sha256, int64_t now);
 /* Thread pool: writes remembered touches (last_access, hits += n). */
 int index_flush_touches(struct index *idx);
@@ -79,11 +90,29 @@ int index_totals(struct index *idx, uint64_t *objects, uint64_t *bytes);
 
 /* Start-up recovery (store_recover), before the loop runs. */
 typedef int (*index_object_cb)(void *ctx, const char *sha256, uint64_t size);
-/* Calls cb for every objects row; a non-zero return stops the walk. */
+/* Calls cb for every objects row, in sha256 order; a non-zero return stops
+ * the walk. cb runs with the write connection held, so it must not call
+ * any other index_ function (collect, then act after the walk). Returns 0
+ * after the whole walk, cb's value when cb stopped it, -1 on a database
+ * error (logged). */
 int index_foreach_object(struct index *idx, index_object_cb cb, void *ctx);
-/* Deletes the objects row and every urls row that points at it. */
+/* Deletes the objects row and every urls row that points at it. Dropping
+ * an unknown sha256 is not an error. Returns 0 or -1 (logged). */
 int index_drop_object(struct index *idx, const char *sha256);
-/* Inserts an objects row with verified_by 'adopted' (no URL yet). */
+/* The same for n digests in one transaction (all or none). */
+int index_drop_objects(struct index *idx, const char *const *sha256, size_t n);
+/* Inserts an objects row with verified_by 'adopted' (no URL yet); `now`
+ * becomes its created and last_access times. An existing row is kept.
+ * Returns 0 or -1 (logged). */
 int index_adopt_object(struct index *idx, const char *sha256, uint64_t size, int64_t now);
+/* One blob to adopt, for index_adopt_objects(). */
+struct index_object {
+    const char *sha256;         /* 64 hex, not owned */
+    uint64_t size;
+    int64_t now;
+};
+/* The same for n blobs in one transaction (all or none): recovery of a
+ * large store adopts in batches instead of one commit per blob. */
+int index_adopt_objects(struct index *idx, const struct index_object *objs, size_t n);
 
 #endif

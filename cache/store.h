@@ -44,7 +44,8 @@ void store_close(struct store *s);
 /* <dir>/index.db, for index_open(). */
 void store_index_path(const struct store *s, char *out, size_t outlen);
 
-/* <dir>/blobs/ab/cd/<hex> for a 64-character lower-case hex digest. */
+/* <dir>/blobs/ab/cd/<hex> for a 64-character lower-case hex digest; an
+ * empty string for anything else (so a bad name never reaches the disk). */
 void store_blob_path(const struct store *s, const char *hex, char *out, size_t outlen);
 
 /* A new temp file under tmp/, opened O_RDWR|O_CLOEXEC, mode 0644. Writes its
@@ -54,14 +55,17 @@ int store_temp_create(const struct store *s, char *path_out, size_t outlen);
 /* Blocking. fsync(fd); mkdir blobs/ab/cd; rename(tmp_path -> blob path);
  * fsync the blob's directory. If a blob of that name already exists (same
  * bytes from another URL), the temp file is unlinked instead. The fd stays
- * open (readers keep reading it). Returns 0 or -errno. */
+ * open (readers keep reading it). Returns 0 or -errno (-EINVAL for a bad
+ * digest); the failing step is logged with its path, and the temp file is
+ * left under tmp/ for the caller to discard — nothing partial is ever
+ * visible under blobs/. */
 int store_commit(const struct store *s, int fd, const char *tmp_path, const char *hex);
 
 /* Blocking but cheap: unlink a temp file (a failed fill). */
 void store_temp_discard(const struct store *s, const char *tmp_path);
 
 /* Opens a blob for reading (O_RDONLY|O_CLOEXEC); *size from fstat. Returns
- * the fd, or -1 when missing (errno set). */
+ * the fd, or -1 when missing (errno set; EINVAL for a bad digest). */
 int store_blob_open(const struct store *s, const char *hex, uint64_t *size);
 
 /* Blocking: unlink a blob (a blob found bad, a purge). Returns 0 or -errno. */
@@ -75,7 +79,10 @@ int store_blob_remove(const struct store *s, const char *hex);
  *    stat; it is reachable by hash, not by URL) — files under blobs/ whose
  *    name is not a 64-hex digest in the right ab/cd directory are deleted.
  * Counts what it did into the out-parameters (any may be NULL) and logs one
- * info line. Returns 0, or -1 when the store cannot be read.
+ * info line. Rows are dropped and blobs adopted in batched transactions,
+ * and the blob list is sorted once, so ~100k blobs recover in seconds.
+ * Running it again changes nothing. Returns 0, or -1 when the store cannot
+ * be read or the index cannot be written (logged).
  */
 int store_recover(const struct store *s, struct index *idx,
                   unsigned *temps_removed, unsigned *rows_dropped,

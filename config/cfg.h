@@ -11,7 +11,16 @@
  * values separated by commas or spaces; on the command line the flag may be
  * repeated, and every occurrence appends. A list given at a higher level
  * replaces the list from a lower level (the environment's `allow` replaces
- * the file's, it does not add to it).
+ * the file's, it does not add to it). Within the file, a repeated list key
+ * (or an indented continuation line) appends too; an empty value at a
+ * higher level empties the list. A repeated scalar: the last one wins.
+ *
+ * The file: `name = value` lines (inih), `#` and `;` comments, surrounding
+ * white space and one pair of double quotes stripped from values. Keys sit
+ * at the top or under `[edgecache]`; any other section is an error. Lines
+ * longer than inih's buffer (197 characters) are refused, not split.
+ * Every EDGECACHE_* variable must name an option (EDGECACHE_CONFIG names
+ * the file); an unknown one is an error, like an unknown key or flag.
  *
  * Errors name the key, and for the file its path and line, e.g.
  *   "edgecache.conf:12: stall_timeout: '0' is out of range (1s..1h)"
@@ -26,7 +35,9 @@
 #include <stdint.h>
 #include <stdio.h>
 
-/* host:port for a listener. host "0.0.0.0", "127.0.0.1", "::" or a name. */
+/* host:port for a listener. host "0.0.0.0", "127.0.0.1", "::" or a name;
+ * IPv6 is written "[::]:8080" and stored without brackets; ":8080" means
+ * host "0.0.0.0". */
 struct cfg_listen {
     char host[256];
     unsigned port;              /* 1..65535 */
@@ -38,7 +49,8 @@ struct cfg_listen {
  * one or more labels ("*.blob.core.windows.net" matches
  * "a.blob.core.windows.net" and "a.b.blob.core.windows.net", not
  * "blob.core.windows.net"). Without a port the scheme's default port (80 for
- * http, 443 for https) is the only port allowed.
+ * http, 443 for https) is the only port allowed. An IPv6 address keeps its
+ * brackets ("[::1]"), as curl_url's CURLUPART_HOST returns it.
  */
 struct cfg_allow {
     char scheme[8];             /* "http" or "https" */
@@ -78,7 +90,8 @@ struct cfg {
 
 enum cfg_result {
     CFG_OK = 0,                 /* run the daemon */
-    CFG_EXIT = 1,               /* --help or --version was printed: exit 0 */
+    CFG_EXIT = 1,               /* --help, --version, --help-markdown or
+                                   --help-config was printed: exit 0 */
     CFG_ERROR = -1,             /* err holds the message: exit non-zero */
 };
 
@@ -101,6 +114,11 @@ void cfg_print_help(FILE *out, const char *argv0);
  * table (README.md's reference is checked against this by a test). Printed
  * by `edgecache --help-markdown`. */
 void cfg_print_markdown(FILE *out);
+
+/* config/edgecache.conf.example, generated from the option table: every
+ * option commented out with its default (a test keeps the file equal to
+ * this output). Printed by `edgecache --help-config`. */
+void cfg_print_example(FILE *out);
 
 /* Parse helpers, exposed for the tests and for callers that take the same
  * shapes elsewhere. Each returns 0 on success, -1 with a reason in err. */
