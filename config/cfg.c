@@ -230,7 +230,7 @@ static const struct cfg_option options[] = {
       .count_offset = offsetof(struct cfg, n_routes) },
     { .name = "node_id", .type = T_NAME, .def_fn = default_node_id,
       .def_doc = "the host name",
-      .help = "this node's name in Via headers and /status "
+      .help = "this node's name, shown in /status "
               "(letters, digits, '.', '-', '_')",
       .offset = offsetof(struct cfg, node_id) },
     { .name = "connect_timeout", .type = T_DURATION, .def = "10s",

@@ -523,8 +523,27 @@ class Edgecache:
         return sorted(os.listdir(tmp)) if os.path.isdir(tmp) else []
 
     def close(self):
-        if self.process is not None:
+        """Stops the daemon as an operator would (SIGTERM) and fails the test
+        if it did not exit cleanly, or if a sanitizer reported anything in
+        its log during the test (the suite also runs under ASan + UBSan)."""
+        if self.process is None:
+            return
+        problems = []
+        try:
+            if self.process.running():
+                code = self.stop()
+                if code != 0:
+                    problems.append("exit code %s after SIGTERM" % code)
+        finally:
             self.process.close()
+        with open(self.log_path, errors="replace") as f:
+            text = f.read()
+        for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+            if marker in text:
+                problems.append("the log holds %r" % marker)
+        if problems:
+            raise AssertionError("edgecache did not stop cleanly: %s\n%s"
+                                 % ("; ".join(problems), tail(self.log_path, 60)))
 
 
 def requests_counter(metrics, cache_status):

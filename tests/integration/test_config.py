@@ -90,3 +90,18 @@ def test_config_file_sets_allow_and_route(origin, edgecache, workdir):
     assert ec.get(origin.url("/obj/c?size=100")).status == 200
     assert ec.get("http://localhost:%d/obj/c?size=100" % origin.port).status == 403
     assert origin.count("/obj/c?size=100") == 1
+
+
+def test_readme_reference_matches_the_option_table(edgecache_bin):
+    """README.md's configuration reference is what the option table prints."""
+    readme = os.path.join(os.path.dirname(__file__), "..", "..", "README.md")
+    with open(readme, encoding="utf-8") as f:
+        text = f.read()
+    m = re.search(r"<!-- config-reference:begin[^>]*-->\n(.*?)<!-- config-reference:end -->",
+                  text, re.S)
+    assert m, "README.md has no config-reference block"
+    out = subprocess.run([edgecache_bin, "--help-markdown"], capture_output=True, text=True,
+                         timeout=5, env=harness.child_env())
+    assert out.returncode == 0
+    assert m.group(1) == out.stdout, "README.md's reference is stale: regenerate it with " \
+                                     "edgecache --help-markdown"
