@@ -13,12 +13,21 @@ int digest_init(struct digest *d)
     return EVP_DigestInit_ex(d->ctx, EVP_sha256(), NULL) == 1 ? 0 : -1;
 }
 
+int digest_init_md5(struct digest *d)
+{
+    if (!d->ctx)
+        d->ctx = EVP_MD_CTX_new();
+    if (!d->ctx)
+        return -1;
+    return EVP_DigestInit_ex(d->ctx, EVP_md5(), NULL) == 1 ? 0 : -1;
+}
+
 void digest_update(struct digest *d, const void *buf, size_t len)
 {
     EVP_DigestUpdate(d->ctx, buf, len);
 }
 
-void digest_final(struct digest *d, unsigned char out[DIGEST_SHA256_LEN])
+void digest_final(struct digest *d, unsigned char *out)
 {
     unsigned int n = 0;
     EVP_DigestFinal_ex(d->ctx, out, &n);

@@ -15,15 +15,18 @@
 #define DIGEST_SHA256_LEN 32
 #define DIGEST_SHA256_HEX 65    /* 64 characters and the NUL */
 #define DIGEST_SHA256_B64 45    /* 44 characters and the NUL */
+#define DIGEST_MD5_LEN 16
 
 struct digest {
     void *ctx;                  /* EVP_MD_CTX */
 };
 
-int digest_init(struct digest *d);                  /* 0, or -1 */
+int digest_init(struct digest *d);                  /* SHA-256: 0, or -1 */
+int digest_init_md5(struct digest *d);              /* MD5 (Content-MD5): 0, or -1 */
 void digest_update(struct digest *d, const void *buf, size_t len);
-/* Writes the 32-byte SHA-256; the digest can be digest_init()ed again. */
-void digest_final(struct digest *d, unsigned char out[DIGEST_SHA256_LEN]);
+/* Writes the digest (32 bytes for SHA-256, 16 for MD5); the digest can be
+ * initialised again. */
+void digest_final(struct digest *d, unsigned char *out);
 void digest_free(struct digest *d);
 
 /* Lower-case hex of n bytes into out (2n + 1 bytes). */

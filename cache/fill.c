@@ -41,9 +41,30 @@ struct fill {
     int fd;                         /* temp file; -1 after close */
     char tmp_path[PATH_MAX];
     int renamed;                    /* the temp file became a blob */
-    uint64_t received;
+    uint64_t received;              /* bytes in the temp file */
     struct digest sha;
+    struct digest md5;              /* only while md5_expected */
     char sha_hex[DIGEST_SHA256_HEX];
+
+    /* What the bytes must be. */
+    int exp_sha_set;                /* a registered expectation */
+    unsigned char exp_sha[DIGEST_SHA256_LEN];
+    int64_t exp_size;               /* -1: unknown */
+    int hdr_sha_set;                /* the upstream's Repr-Digest / Digest */
+    unsigned char hdr_sha[DIGEST_SHA256_LEN];
+    int md5_expected;               /* the upstream's Content-MD5 / x-ms-blob-content-md5 */
+    unsigned char hdr_md5[DIGEST_MD5_LEN];
+    char *pending_repr, *pending_digest, *pending_md5, *pending_msmd5; /* this answer's */
+    int fatal;                      /* on_body refused for good (fl->error says why) */
+
+    /* Resuming a broken transfer. */
+    unsigned attempts;              /* resumes so far */
+    char *validator;                /* strong ETag or Last-Modified, for If-Range */
+    char *pending_lm;               /* this answer's Last-Modified, raw */
+    char *pending_crange;           /* this answer's Content-Range */
+    int asked_range;                /* the request in flight carries Range */
+    int restarting;                 /* a 200 to a resume: re-reading from 0 */
+    uint64_t rewrite_pos;           /* while restarting: bytes compared so far */
 
     long status;
     int has_total;
@@ -63,7 +84,7 @@ struct fill {
 
     struct upstream_xfer xfer;
     struct curl_slist *req_headers;
-    uv_timer_t stall;               /* no byte for stall_timeout: fail */
+    uv_timer_t timer;               /* stall watch, or the backoff before a resume */
     uv_work_t work;                 /* the commit on the thread pool */
     int commit_rc;
     int new_object;
@@ -86,6 +107,9 @@ static size_t on_header(char *buf, size_t size, size_t n, void *arg);
 static size_t on_body(char *buf, size_t size, size_t n, void *arg);
 static void on_done(struct upstream_xfer *x, CURLcode result);
 static void on_stall(uv_timer_t *t);
+static void on_retry(uv_timer_t *t);
+static void fill_break(struct fill *fl, const char *why);
+static int expects_digest(const struct fill *fl);
 static void commit_work(uv_work_t *w);
 static void commit_after(uv_work_t *w, int status);
 
@@ -209,7 +233,7 @@ static int setup_easy(struct fill *fl)
 }
 
 struct fill *fills_start(struct fills *f, const char *key, const char *origin_url,
-                         char *reason, size_t reasonlen)
+                         const struct index_expected *expect, char *reason, size_t reasonlen)
 {
     struct fill *fl = calloc(1, sizeof *fl);
     if (!fl || !(fl->key = strdup(key)) || !(fl->origin_url = strdup(origin_url))) {
@@ -218,6 +242,12 @@ struct fill *fills_start(struct fills *f, const char *key, const char *origin_ur
     }
     fl->magic = FILL_MAGIC;
     fl->owner = f;
+    fl->exp_size = -1;
+    if (expect && digest_from_hex(expect->sha256, fl->exp_sha, sizeof fl->exp_sha) == 0) {
+        fl->exp_sha_set = 1;
+        fl->exp_size = expect->size;
+        digest_hex(fl->exp_sha, sizeof fl->exp_sha, fl->sha_hex); /* replaced by the real one */
+    }
     fl->fd = store_temp_create(f->env.store, fl->tmp_path, sizeof fl->tmp_path);
     if (fl->fd < 0) {
         snprintf(reason, reasonlen, "cannot create a temp file in %s: %s",
@@ -228,8 +258,8 @@ struct fill *fills_start(struct fills *f, const char *key, const char *origin_ur
         snprintf(reason, reasonlen, "cannot set up the upstream transfer");
         goto fail;
     }
-    uv_timer_init(f->env.loop, &fl->stall);
-    fl->stall.data = fl;
+    uv_timer_init(f->env.loop, &fl->timer);
+    fl->timer.data = fl;
     f->live++;
     if (upstream_start(f->env.upstream, &fl->xfer) != 0) {
         snprintf(reason, reasonlen, "cannot start the upstream transfer");
@@ -237,7 +267,7 @@ struct fill *fills_start(struct fills *f, const char *key, const char *origin_ur
         fill_release(fl);
         return NULL;
     }
-    uv_timer_start(&fl->stall, on_stall, f->env.cfg->stall_timeout_ms, 0);
+    uv_timer_start(&fl->timer, on_stall, f->env.cfg->stall_timeout_ms, 0);
     unsigned b = key_hash(key);
     fl->hnext = f->buckets[b];
     f->buckets[b] = fl;
@@ -258,6 +288,7 @@ fail:
             curl_easy_cleanup(fl->xfer.easy);
         curl_slist_free_all(fl->req_headers);
         digest_free(&fl->sha);
+        digest_free(&fl->md5);
         free(fl->key);
         free(fl->origin_url);
         free(fl);
@@ -369,9 +400,17 @@ static void fill_release(struct fill *fl)
     free(fl->content_type);
     free(fl->origin_etag);
     free(fl->pass_body);
+    free(fl->validator);
+    free(fl->pending_lm);
+    free(fl->pending_crange);
+    free(fl->pending_repr);
+    free(fl->pending_digest);
+    free(fl->pending_md5);
+    free(fl->pending_msmd5);
+    digest_free(&fl->md5);
     fl->magic = 0;
-    uv_timer_stop(&fl->stall);
-    uv_close((uv_handle_t *)&fl->stall, fill_closed);
+    uv_timer_stop(&fl->timer);
+    uv_close((uv_handle_t *)&fl->timer, fill_closed);
 }
 
 void fill_unref(struct fill **flp, struct fill_waiter *w)
@@ -404,17 +443,25 @@ void fill_info(const struct fill *fl, struct fill_info *out)
         .error = fl->error,
         .pass_body = fl->pass_body,
         .pass_len = fl->pass_len,
-        .sha256_hex = fl->state == FILL_DONE ? fl->sha_hex : NULL,
+        .sha256_hex = fl->state == FILL_DONE ? fl->sha_hex : fl->exp_sha_set ? fl->sha_hex : NULL,
+        .attempts = fl->attempts,
         .stored = fl->stored,
         /* every reference but the table's and a running commit's is a reader */
         .readers = fl->refs - (unsigned)fl->in_table - (fl->state == FILL_COMMITTING),
     };
 }
 
+static int expects_digest(const struct fill *fl)
+{
+    return fl->exp_sha_set || fl->hdr_sha_set || fl->md5_expected;
+}
+
 uint64_t fill_readable(const struct fill *fl)
 {
     switch (fl->state) {
     case FILL_STREAMING:
+        /* the last byte waits for the verdict when there is one to wait for */
+        return expects_digest(fl) && fl->received ? fl->received - 1 : fl->received;
     case FILL_COMMITTING:
     case FILL_DONE:
         return fl->received;
@@ -458,7 +505,7 @@ static void fill_fail(struct fill *fl, int status, const char *fmt, ...)
     vsnprintf(fl->error, sizeof fl->error, fmt, ap);
     va_end(ap);
     fl->error_status = status;
-    uv_timer_stop(&fl->stall);
+    uv_timer_stop(&fl->timer);
     upstream_cancel(fl->owner->env.upstream, &fl->xfer);
     fill_set_state(fl, FILL_FAILED);
     fl->owner->env.stats->fills_failed++;
@@ -473,14 +520,195 @@ static void fill_fail(struct fill *fl, int status, const char *fmt, ...)
 
 static void stall_rearm(struct fill *fl)
 {
-    uv_timer_start(&fl->stall, on_stall, fl->owner->env.cfg->stall_timeout_ms, 0);
+    uv_timer_start(&fl->timer, on_stall, fl->owner->env.cfg->stall_timeout_ms, 0);
 }
 
 static void on_stall(uv_timer_t *t)
 {
     struct fill *fl = t->data;
-    fill_fail(fl, 504, "upstream %s sent nothing for %llu ms (config key: stall_timeout)",
-              fl->origin_url, (unsigned long long)fl->owner->env.cfg->stall_timeout_ms);
+    char why[160];
+    snprintf(why, sizeof why, "sent nothing for %llu ms (config key: stall_timeout)",
+             (unsigned long long)fl->owner->env.cfg->stall_timeout_ms);
+    upstream_cancel(fl->owner->env.upstream, &fl->xfer);
+    if (fl->state == FILL_STREAMING) {
+        fill_break(fl, why);
+        return;
+    }
+    fill_fail(fl, 504, "upstream %s %s", fl->origin_url, why);
+}
+
+/* ---- what the upstream's headers say ------------------------------------------ */
+
+static void set_str(char **dst, const char *v, size_t n)
+{
+    free(*dst);
+    *dst = strndup(v, n);
+}
+
+/* "Name: value\r\n": is it `name`? Then *v, *n are the trimmed value. */
+static int header_is(const char *buf, size_t len, const char *name, const char **v, size_t *n)
+{
+    size_t nl = strlen(name);
+    if (len <= nl || strncasecmp(buf, name, nl) != 0 || buf[nl] != ':')
+        return 0;
+    const char *p = buf + nl + 1, *end = buf + len;
+    while (p < end && (*p == ' ' || *p == '\t'))
+        p++;
+    while (end > p && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ' || end[-1] == '\t'))
+        end--;
+    *v = p;
+    *n = (size_t)(end - p);
+    return 1;
+}
+
+static void clear_pending(struct fill *fl)
+{
+    char **all[] = {&fl->origin_etag, &fl->pending_lm,     &fl->pending_crange,
+                    &fl->pending_repr, &fl->pending_digest, &fl->pending_md5,
+                    &fl->pending_msmd5};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        free(*all[i]);
+        *all[i] = NULL;
+    }
+}
+
+static void remember_header(struct fill *fl, const char *buf, size_t len)
+{
+    static const struct { const char *name; size_t off; } wanted[] = {
+        {"etag", offsetof(struct fill, origin_etag)},
+        {"last-modified", offsetof(struct fill, pending_lm)},
+        {"content-range", offsetof(struct fill, pending_crange)},
+        {"repr-digest", offsetof(struct fill, pending_repr)},
+        {"digest", offsetof(struct fill, pending_digest)},
+        {"content-md5", offsetof(struct fill, pending_md5)},
+        {"x-ms-blob-content-md5", offsetof(struct fill, pending_msmd5)},
+    };
+    const char *v;
+    size_t n;
+    for (size_t i = 0; i < sizeof wanted / sizeof wanted[0]; i++)
+        if (header_is(buf, len, wanted[i].name, &v, &n)) {
+            set_str((char **)((char *)fl + wanted[i].off), v, n);
+            return;
+        }
+}
+
+/* The base64 value of `label` in a digest field: "sha-256=:B64:" in
+ * Repr-Digest (colons), "SHA-256=B64" in Digest (up to ',' or ';'). */
+static int digest_field(const char *field, const char *label, int colons, unsigned char *out,
+                        size_t outlen)
+{
+    char b64[100];
+    size_t ll = strlen(label);
+    for (const char *p = field; p && *p; p = strchr(p, ',')) {
+        while (*p == ',' || *p == ' ' || *p == '\t')
+            p++;
+        if (strncasecmp(p, label, ll) != 0 || p[ll] != '=')
+            continue;
+        const char *v = p + ll + 1;
+        if (colons && *v++ != ':')
+            return -1;
+        size_t n = strcspn(v, colons ? ":" : ",; \t");
+        if (n >= sizeof b64)
+            return -1;
+        memcpy(b64, v, n);
+        b64[n] = '\0';
+        return digest_from_base64(b64, out, outlen);
+    }
+    return -1;
+}
+
+/* Takes the digests the upstream's first answer declares. */
+static void adopt_upstream_digests(struct fill *fl)
+{
+    if (fl->pending_repr
+        && digest_field(fl->pending_repr, "sha-256", 1, fl->hdr_sha, sizeof fl->hdr_sha) == 0)
+        fl->hdr_sha_set = 1;
+    else if (fl->pending_digest
+             && digest_field(fl->pending_digest, "sha-256", 0, fl->hdr_sha, sizeof fl->hdr_sha) == 0)
+        fl->hdr_sha_set = 1;
+    const char *md5 = fl->pending_msmd5 ? fl->pending_msmd5 : fl->pending_md5;
+    if (md5 && digest_from_base64(md5, fl->hdr_md5, sizeof fl->hdr_md5) == 0
+        && digest_init_md5(&fl->md5) == 0)
+        fl->md5_expected = 1;
+}
+
+/* If-Range needs a strong validator: a strong ETag, else Last-Modified. */
+static void adopt_validator(struct fill *fl)
+{
+    free(fl->validator);
+    fl->validator = NULL;
+    if (fl->origin_etag && fl->origin_etag[0] == '"')
+        fl->validator = strdup(fl->origin_etag);
+    else if (fl->pending_lm)
+        fl->validator = strdup(fl->pending_lm);
+}
+
+/* The first 200: what the fill is. */
+static void first_answer(struct fill *fl, curl_off_t len)
+{
+    const struct cfg *cfg = fl->owner->env.cfg;
+    fl->has_total = len >= 0;
+    fl->total = len >= 0 ? (uint64_t)len : 0;
+    adopt_upstream_digests(fl);
+    adopt_validator(fl);
+    if (cfg->require_verified && !expects_digest(fl)) {
+        fl->owner->env.stats->unverified_refused++;
+        snprintf(fl->error, sizeof fl->error,
+                 "refused %s: no expected digest (no registered expectation, no digest "
+                 "header from the upstream) and require_verified is on (config key: "
+                 "require_verified)", fl->origin_url);
+        fl->fatal = 1;
+        return;
+    }
+    if (fl->exp_size >= 0 && fl->has_total && (uint64_t)fl->exp_size != fl->total) {
+        fl->owner->env.stats->verify_fail_expectation++;
+        snprintf(fl->error, sizeof fl->error,
+                 "verification failed for %s: expected size %lld (expectation), upstream "
+                 "Content-Length %llu", fl->origin_url, (long long)fl->exp_size,
+                 (unsigned long long)fl->total);
+        fl->fatal = 1;
+        return;
+    }
+    fill_set_state(fl, FILL_STREAMING);
+    fill_wake_all(fl);
+}
+
+/* "bytes A-B/T": A must be what we have and T what we expect. */
+static int resume_range_ok(const struct fill *fl)
+{
+    unsigned long long a, b, t;
+    if (!fl->pending_crange
+        || sscanf(fl->pending_crange, "bytes %llu-%llu/%llu", &a, &b, &t) != 3)
+        return 0;
+    return a == fl->received && (!fl->has_total || (t == fl->total && b + 1 == t));
+}
+
+/* An answer to a resume: 206 continues, 200 restarts from byte 0. */
+static void resume_answer(struct fill *fl, curl_off_t len)
+{
+    if (fl->status == 206 && fl->asked_range && resume_range_ok(fl)) {
+        log_msg(fl->owner->env.log, LOG_INFO, "fill", "resumed %s at byte %llu", fl->origin_url,
+                (unsigned long long)fl->received);
+        return;
+    }
+    if (fl->status == 200 && (!fl->has_total || (len >= 0 && (uint64_t)len == fl->total))) {
+        fl->owner->env.stats->fill_restarts++;
+        fl->restarting = 1;
+        fl->rewrite_pos = 0;
+        digest_init(&fl->sha);
+        if (fl->md5_expected)
+            digest_init_md5(&fl->md5);
+        log_msg(fl->owner->env.log, LOG_WARN, "fill",
+                "upstream %s answered the resume with the whole body: re-reading it and "
+                "comparing the %llu bytes already received", fl->origin_url,
+                (unsigned long long)fl->received);
+        return;
+    }
+    snprintf(fl->error, sizeof fl->error,
+             "upstream %s answered %ld%s to a resume at byte %llu: the object changed",
+             fl->origin_url, fl->status, fl->status == 206 ? " with another range" : "",
+             (unsigned long long)fl->received);
+    fl->fatal = 1;
 }
 
 /* The blank line that ends a response's header block: decide what the
@@ -494,6 +722,10 @@ static void headers_done(struct fill *fl)
     if (fl->status >= 100 && fl->status < 200)
         return;                     /* an interim response; the real one follows */
     curl_easy_getinfo(e, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &len);
+    if (fl->state == FILL_STREAMING) {
+        resume_answer(fl, len);
+        return;
+    }
     curl_easy_getinfo(e, CURLINFO_FILETIME_T, &filetime);
     curl_easy_getinfo(e, CURLINFO_CONTENT_TYPE, &ctype);
     free(fl->content_type);
@@ -503,10 +735,7 @@ static void headers_done(struct fill *fl)
         fl->passing = 1;
         return;
     }
-    fl->has_total = len >= 0;
-    fl->total = len >= 0 ? (uint64_t)len : 0;
-    fill_set_state(fl, FILL_STREAMING);
-    fill_wake_all(fl);
+    first_answer(fl, len);
 }
 
 static size_t on_header(char *buf, size_t size, size_t n, void *arg)
@@ -516,22 +745,18 @@ static size_t on_header(char *buf, size_t size, size_t n, void *arg)
     stall_rearm(fl);
     if (len >= 5 && strncasecmp(buf, "HTTP/", 5) == 0) {
         fl->passing = 0;            /* a new response (after 1xx) */
-        free(fl->origin_etag);
-        fl->origin_etag = NULL;
-    } else if (len > 5 && strncasecmp(buf, "etag:", 5) == 0) {
-        const char *v = buf + 5;
-        size_t vl = len - 5;
-        while (vl && (*v == ' ' || *v == '\t'))
-            v++, vl--;
-        while (vl && (v[vl - 1] == '\r' || v[vl - 1] == '\n' || v[vl - 1] == ' '))
-            vl--;
-        free(fl->origin_etag);
-        fl->origin_etag = strndup(v, vl);
+        clear_pending(fl);
     } else if ((len == 2 && buf[0] == '\r') || (len == 1 && buf[0] == '\n')) {
         headers_done(fl);
+        if (fl->fatal)
+            return 0;               /* stop the transfer; on_done fails the fill */
+    } else {
+        remember_header(fl, buf, len);
     }
     return len;
 }
+
+/* ---- the body ---------------------------------------------------------------- */
 
 static size_t pass_append(struct fill *fl, const char *buf, size_t len)
 {
@@ -544,35 +769,87 @@ static size_t pass_append(struct fill *fl, const char *buf, size_t len)
     return len;                     /* the rest is read and dropped */
 }
 
-static size_t on_body(char *buf, size_t size, size_t n, void *arg)
+static int refuse(struct fill *fl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int refuse(struct fill *fl, const char *fmt, ...)
 {
-    struct fill *fl = arg;
-    size_t len = size * n;
-    stall_rearm(fl);
-    fl->owner->env.stats->upstream_bytes += len;
-    if (fl->passing)
-        return pass_append(fl, buf, len);
-    if (fl->state != FILL_STREAMING)
-        return 0;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(fl->error, sizeof fl->error, fmt, ap);
+    va_end(ap);
+    fl->fatal = 1;
+    return -1;
+}
+
+static void hash(struct fill *fl, const char *buf, size_t len)
+{
+    digest_update(&fl->sha, buf, len);
+    if (fl->md5_expected)
+        digest_update(&fl->md5, buf, len);
+}
+
+/* After a 200 to a resume: the bytes up to `received` must be the ones
+ * readers may already have had. */
+static int compare_prefix(struct fill *fl, const char *buf, size_t len)
+{
+    char old[16384];
+    size_t done = 0;
+    while (done < len) {
+        size_t n = len - done < sizeof old ? len - done : sizeof old;
+        if (fill_pread(fl, old, n, fl->rewrite_pos) < 0)
+            return refuse(fl, "cannot read back %.300s: %s", fl->tmp_path, strerror(errno));
+        if (memcmp(old, buf + done, n) != 0)
+            return refuse(fl, "upstream %s sent other bytes at offset %llu after a restart: "
+                          "the object changed during the fill", fl->origin_url,
+                          (unsigned long long)fl->rewrite_pos);
+        hash(fl, buf + done, n);
+        fl->rewrite_pos += n;
+        done += n;
+    }
+    return 0;
+}
+
+static int append(struct fill *fl, const char *buf, size_t len)
+{
     if (fl->has_total && fl->received + len > fl->total) {
-        snprintf(fl->error, sizeof fl->error, "upstream sent more than its Content-Length %llu",
-                 (unsigned long long)fl->total);
-        return 0;
+        fl->owner->env.stats->verify_fail_content_length++;
+        return refuse(fl, "verification failed for %s: upstream sent more than its "
+                      "Content-Length %llu", fl->origin_url, (unsigned long long)fl->total);
     }
     size_t done = 0;
     while (done < len) {
         ssize_t w = pwrite(fl->fd, buf + done, len - done, (off_t)(fl->received + done));
         if (w < 0 && errno == EINTR)
             continue;
-        if (w <= 0) {
-            snprintf(fl->error, sizeof fl->error, "cannot write %.300s: %s", fl->tmp_path,
-                     strerror(errno));
-            return 0;
-        }
+        if (w <= 0)
+            return refuse(fl, "cannot write %.300s: %s", fl->tmp_path, strerror(errno));
         done += (size_t)w;
     }
-    digest_update(&fl->sha, buf, len);
+    hash(fl, buf, len);
     fl->received += len;
+    return 0;
+}
+
+static size_t on_body(char *buf, size_t size, size_t n, void *arg)
+{
+    struct fill *fl = arg;
+    size_t len = size * n, skip = 0;
+    stall_rearm(fl);
+    fl->owner->env.stats->upstream_bytes += len;
+    if (fl->passing)
+        return pass_append(fl, buf, len);
+    if (fl->state != FILL_STREAMING || fl->fatal)
+        return 0;
+    if (fl->restarting) {
+        skip = fl->received - fl->rewrite_pos;
+        if (skip > len)
+            skip = len;
+        if (compare_prefix(fl, buf, skip) != 0)
+            return 0;
+        if (fl->rewrite_pos == fl->received)
+            fl->restarting = 0;
+    }
+    if (skip < len && append(fl, buf + skip, len - skip) != 0)
+        return 0;
     fill_wake_all(fl);
     return len;
 }
@@ -581,7 +858,7 @@ static size_t on_body(char *buf, size_t size, size_t n, void *arg)
 
 static void end_pass(struct fill *fl)
 {
-    uv_timer_stop(&fl->stall);
+    uv_timer_stop(&fl->timer);
     fill_set_state(fl, FILL_PASS);
     fl->owner->env.stats->fills_failed++;
     log_msg(fl->owner->env.log, LOG_INFO, "fill", "upstream %s answered %ld: passed on, not stored",
@@ -593,51 +870,136 @@ static void end_pass(struct fill *fl)
     fill_unref(&keep, NULL);
 }
 
+static void fail_own(struct fill *fl)
+{
+    char own[sizeof fl->error];
+    memcpy(own, fl->error, sizeof own);
+    fill_fail(fl, 502, "%s", own);
+}
+
 static void fail_curl(struct fill *fl, CURLcode result)
 {
     const char *what = fl->curl_error[0] ? fl->curl_error : curl_easy_strerror(result);
-    if (result == CURLE_WRITE_ERROR && fl->error[0]) {
-        char own[sizeof fl->error];
-        memcpy(own, fl->error, sizeof own);
-        fill_fail(fl, 502, "%s", own);
-    } else if (result == CURLE_OPERATION_TIMEDOUT) {
+    if (result == CURLE_OPERATION_TIMEDOUT)
         fill_fail(fl, 504, "upstream %s timed out: %s (config key: connect_timeout)",
                   fl->origin_url, what);
-    } else if (fl->state == FILL_STREAMING) {
-        fill_fail(fl, 502, "upstream %s broke off after %llu bytes: %s", fl->origin_url,
-                  (unsigned long long)fl->received, what);
-    } else {
+    else
         fill_fail(fl, 502, "upstream %s unreachable: %s", fl->origin_url, what);
-    }
 }
 
-static void on_done(struct upstream_xfer *x, CURLcode result)
+/* The upstream broke off mid-body: resume after a backoff, or give up. */
+static void fill_break(struct fill *fl, const char *why)
 {
-    struct fill *fl = (struct fill *)((char *)x - offsetof(struct fill, xfer));
-    uv_timer_stop(&fl->stall);
-    if (fl->passing && (result == CURLE_OK || result == CURLE_WRITE_ERROR)) {
-        end_pass(fl);
+    const struct fills_env *env = &fl->owner->env;
+    if (fl->attempts >= env->cfg->resume_attempts) {
+        if (fl->has_total && fl->received < fl->total)
+            env->stats->verify_fail_content_length++;
+        fill_fail(fl, 502, "upstream %s broke off after %llu of %s bytes %u time%s; last: %s "
+                  "(config key: resume_attempts)", fl->origin_url,
+                  (unsigned long long)fl->received, fl->has_total ? "the" : "unknown",
+                  fl->attempts + 1, fl->attempts ? "s" : "", why);
         return;
     }
-    if (result != CURLE_OK) {
-        fail_curl(fl, result);
+    fl->attempts++;
+    uint64_t delay = 100u << (fl->attempts - 1 < 5 ? fl->attempts - 1 : 5);
+    log_msg(env->log, LOG_WARN, "fill", "upstream %s broke off at byte %llu (%s): resuming "
+            "in %llu ms, attempt %u of %llu", fl->origin_url, (unsigned long long)fl->received,
+            why, (unsigned long long)delay, fl->attempts,
+            (unsigned long long)env->cfg->resume_attempts);
+    uv_timer_start(&fl->timer, on_retry, delay, 0);
+}
+
+/* Ask for what is missing: Range + If-Range when there is a validator;
+ * without one, the whole body again (compared as it comes: restart). */
+static void on_retry(uv_timer_t *t)
+{
+    struct fill *fl = t->data;
+    const struct fills_env *env = &fl->owner->env;
+    char range[48], if_range[600];
+    curl_slist_free_all(fl->req_headers);
+    fl->req_headers = curl_slist_append(NULL, "Accept-Encoding: identity");
+    fl->asked_range = fl->received > 0 && fl->validator;
+    if (fl->asked_range) {
+        snprintf(range, sizeof range, "%llu-", (unsigned long long)fl->received);
+        snprintf(if_range, sizeof if_range, "If-Range: %s", fl->validator);
+        fl->req_headers = curl_slist_append(fl->req_headers, if_range);
+    }
+    curl_easy_setopt(fl->xfer.easy, CURLOPT_HTTPHEADER, fl->req_headers);
+    curl_easy_setopt(fl->xfer.easy, CURLOPT_RANGE, fl->asked_range ? range : NULL);
+    fl->curl_error[0] = '\0';
+    fl->status = 0;
+    env->stats->fill_resumes++;
+    env->stats->upstream_requests++;
+    if (upstream_start(env->upstream, &fl->xfer) != 0) {
+        fill_fail(fl, 502, "cannot restart the upstream transfer for %s", fl->origin_url);
         return;
     }
-    if (fl->state != FILL_STREAMING) {
-        fill_fail(fl, 502, "upstream %s ended without a response", fl->origin_url);
-        return;
+    stall_rearm(fl);
+}
+
+/* Every check the fill knows of, in order; counts and logs the first that
+ * fails. Returns 0 when the bytes are what they must be. */
+static int verify(struct fill *fl, const unsigned char sha[DIGEST_SHA256_LEN])
+{
+    struct stats *st = fl->owner->env.stats;
+    char want[DIGEST_SHA256_HEX], got[DIGEST_SHA256_HEX];
+    digest_hex(sha, DIGEST_SHA256_LEN, got);
+    if (fl->exp_size >= 0 && (uint64_t)fl->exp_size != fl->received) {
+        st->verify_fail_expectation++;
+        return refuse(fl, "verification failed for %s: expected %lld bytes (expectation), got %llu",
+                      fl->origin_url, (long long)fl->exp_size, (unsigned long long)fl->received);
     }
-    if (fl->has_total && fl->received != fl->total) {
-        fill_fail(fl, 502, "upstream %s sent %llu of %llu bytes", fl->origin_url,
-                  (unsigned long long)fl->received, (unsigned long long)fl->total);
-        return;
+    if (fl->exp_sha_set && memcmp(sha, fl->exp_sha, DIGEST_SHA256_LEN) != 0) {
+        st->verify_fail_expectation++;
+        digest_hex(fl->exp_sha, DIGEST_SHA256_LEN, want);
+        return refuse(fl, "verification failed for %s: expected sha256 %s (expectation), got %s",
+                      fl->origin_url, want, got);
     }
+    if (fl->hdr_sha_set && memcmp(sha, fl->hdr_sha, DIGEST_SHA256_LEN) != 0) {
+        st->verify_fail_repr_digest++;
+        digest_hex(fl->hdr_sha, DIGEST_SHA256_LEN, want);
+        return refuse(fl, "verification failed for %s: expected sha256 %s (upstream Repr-Digest), "
+                      "got %s", fl->origin_url, want, got);
+    }
+    if (fl->md5_expected) {
+        unsigned char md5[DIGEST_MD5_LEN];
+        char w[2 * DIGEST_MD5_LEN + 1], g[2 * DIGEST_MD5_LEN + 1];
+        digest_final(&fl->md5, md5);
+        if (memcmp(md5, fl->hdr_md5, sizeof md5) != 0) {
+            st->verify_fail_content_md5++;
+            digest_hex(fl->hdr_md5, sizeof md5, w);
+            digest_hex(md5, sizeof md5, g);
+            return refuse(fl, "verification failed for %s: expected md5 %s (upstream Content-MD5), "
+                          "got %s", fl->origin_url, w, g);
+        }
+    }
+    return 0;
+}
+
+static const char *verified_by(const struct fill *fl)
+{
+    if (fl->exp_sha_set)
+        return "expectation";
+    if (fl->hdr_sha_set)
+        return "repr-digest";
+    if (fl->md5_expected)
+        return "content-md5";
+    return "unverified";
+}
+
+/* All bytes are in: verify, then commit on the thread pool. */
+static void finish(struct fill *fl)
+{
+    unsigned char bin[DIGEST_SHA256_LEN];
     if (!fl->has_total) {
         fl->has_total = 1;
         fl->total = fl->received;
     }
-    unsigned char bin[DIGEST_SHA256_LEN];
     digest_final(&fl->sha, bin);
+    if (verify(fl, bin) != 0) {
+        fail_own(fl);
+        return;
+    }
     digest_hex(bin, sizeof bin, fl->sha_hex);
     fill_set_state(fl, FILL_COMMITTING);
     fl->work.data = fl;
@@ -646,6 +1008,36 @@ static void on_done(struct upstream_xfer *x, CURLcode result)
         fl->commit_rc = -EAGAIN;
         commit_after(&fl->work, 0);
     }
+}
+
+static void on_done(struct upstream_xfer *x, CURLcode result)
+{
+    struct fill *fl = (struct fill *)((char *)x - offsetof(struct fill, xfer));
+    uv_timer_stop(&fl->timer);
+    if (fl->passing && (result == CURLE_OK || result == CURLE_WRITE_ERROR)) {
+        end_pass(fl);
+        return;
+    }
+    if (fl->fatal) {
+        fail_own(fl);
+        return;
+    }
+    if (fl->state != FILL_STREAMING) {
+        if (result != CURLE_OK)
+            fail_curl(fl, result);
+        else
+            fill_fail(fl, 502, "upstream %s ended without a response", fl->origin_url);
+        return;
+    }
+    if (result != CURLE_OK) {
+        fill_break(fl, fl->curl_error[0] ? fl->curl_error : curl_easy_strerror(result));
+        return;
+    }
+    if (fl->restarting || (fl->has_total && fl->received != fl->total)) {
+        fill_break(fl, "the body ended early");
+        return;
+    }
+    finish(fl);
 }
 
 /* Thread pool: fsync, rename, index row. Touches only what no loop-thread
@@ -667,7 +1059,7 @@ static void commit_work(uv_work_t *w)
         .origin_etag = fl->origin_etag,
         .last_modified = fl->last_modified,
         .now = now_s(),
-        .verified_by = "content-length",
+        .verified_by = verified_by(fl),
     };
     if (index_commit_object(env->index, &c, &fl->new_object) != 0)
         fl->commit_rc = -EIO;

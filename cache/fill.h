@@ -22,12 +22,28 @@
  *    wakes every reader; they see FILL_FAILED and end their responses with
  *    an error (the client sees a short body, never a complete one).
  *
+ *  - Integrity (DESIGN.md §3): a fill knows what its bytes must be from the
+ *    key's registered expectation (SHA-256, size) and the upstream's first
+ *    answer (Repr-Digest or Digest sha-256, Content-MD5 or
+ *    x-ms-blob-content-md5, Content-Length). It is committed only when all of
+ *    them agree with what arrived. While it has any expected digest, the last
+ *    byte received is held back from readers (fill_readable), so no reader
+ *    ever gets a complete body that then fails verification; a mismatch
+ *    fails the fill and cuts every reader.
+ *  - Resume: when the upstream breaks off mid-body (error, reset, stall), the
+ *    fill asks again, after a short backoff, for the bytes it lacks (Range +
+ *    If-Range with the validator it got), up to resume_attempts times. A 200
+ *    to that request restarts the body from byte 0: the bytes readers may
+ *    already have are compared with the new ones, and any difference (the
+ *    object changed) fails the fill, so readers never get a mixture.
+ *
  * States (fill_set_state logs every change as "old -> new"):
  *   FILL_CONNECTING  request sent; waiting for the upstream's status and headers
- *   FILL_STREAMING   2xx headers in: total known (or not), bytes arriving
+ *   FILL_STREAMING   200 headers in: total known (or not), bytes arriving; also
+ *                    while a broken transfer waits to resume or resumes
  *   FILL_PASS        upstream answered non-2xx: its status and a short body are
  *                    passed on to the readers; nothing is stored
- *   FILL_COMMITTING  all bytes in and checked; fsync, rename and the index row
+ *   FILL_COMMITTING  all bytes in and verified; fsync, rename and the index row
  *                    are being written on the thread pool
  *   FILL_DONE        stored (or, after a disk error, complete but not stored)
  *   FILL_FAILED      the transfer failed; readers are aborted
@@ -80,9 +96,10 @@ struct fill_info {
     const char *error;          /* FILL_FAILED: one line for the client and the log */
     const char *pass_body;      /* FILL_PASS: the upstream's body (may be cut) */
     size_t pass_len;
-    const char *sha256_hex;     /* FILL_DONE: the digest, else NULL */
+    const char *sha256_hex;     /* the digest when DONE, or the expected one; else NULL */
     int stored;                 /* FILL_DONE: 1 when the blob and row were written */
     unsigned readers;
+    unsigned attempts;          /* resumes so far */
 };
 
 struct fills_env {
@@ -102,10 +119,13 @@ void fills_close(struct fills **f);
 
 /* The running fill for key, or NULL. Does not take a reference. */
 struct fill *fills_find(struct fills *f, const char *key);
-/* Starts a fill for key (there must be none). Returns it with one reference
- * for the caller (in addition to the table's), or NULL with a reason. */
+struct index_expected;
+
+/* Starts a fill for key (there must be none); expect is the key's registered
+ * expectation, or NULL. Returns it with one reference for the caller (in
+ * addition to the table's), or NULL with a reason. */
 struct fill *fills_start(struct fills *f, const char *key, const char *origin_url,
-                         char *reason, size_t reasonlen);
+                         const struct index_expected *expect, char *reason, size_t reasonlen);
 
 /* Calls cb for every running fill (for /status). */
 void fills_foreach(struct fills *f, void (*cb)(void *ctx, const struct fill_info *), void *ctx);

@@ -57,6 +57,7 @@ enum wr_stmt {
     WR_DROP_URLS,
     WR_DROP_OBJECT,
     WR_ADOPT,
+    WR_PUT_EXPECT,
     WR_COUNT
 };
 
@@ -99,12 +100,18 @@ static const struct stmt_def wr_defs[WR_COUNT] = {
         "INSERT OR IGNORE INTO objects"
         "(sha256, size, created, last_access, hits, pinned, verified_by)"
         " VALUES (?1, ?2, ?3, ?3, 0, 0, 'adopted')"},
+    [WR_PUT_EXPECT] = {"register an expectation",
+        "INSERT OR REPLACE INTO expectations(key, sha256, size, source)"
+        " VALUES (?1, ?2, ?3, ?4)"},
 };
 
 static const struct stmt_def lookup_def = {"look up a key",
     "SELECT o.sha256, o.size, u.origin_url, u.content_type, u.origin_etag,"
     " u.last_modified, u.stored_at"
     " FROM urls u JOIN objects o ON o.sha256 = u.sha256 WHERE u.key = ?1"};
+
+static const struct stmt_def expect_def = {"look up an expectation",
+    "SELECT sha256, size, source FROM expectations WHERE key = ?1"};
 
 /* Schema version 1. Keep in step with the table list in cache/index.h. */
 static const char schema_sql[] =
@@ -162,6 +169,7 @@ struct index {
     const struct logger *log;           /* not owned */
     sqlite3 *rd;
     sqlite3_stmt *lookup;               /* on rd */
+    sqlite3_stmt *expect;               /* on rd */
     pthread_mutex_t wr_lock;            /* guards wr, wr_stmt, the idle batch */
     sqlite3 *wr;
     sqlite3_stmt *wr_stmt[WR_COUNT];
@@ -241,6 +249,7 @@ void index_close(struct index **pidx)
 static void index_free(struct index *idx)
 {
     sqlite3_finalize(idx->lookup);
+    sqlite3_finalize(idx->expect);
     for (int i = 0; i < WR_COUNT; i++)
         sqlite3_finalize(idx->wr_stmt[i]);
     sqlite3_close(idx->rd);
@@ -360,6 +369,11 @@ static int prepare_all(struct index *idx, char *err, size_t errlen)
     if (!bad && sqlite3_prepare_v3(idx->rd, lookup_def.sql, -1, SQLITE_PREPARE_PERSISTENT,
                                    &idx->lookup, NULL) != SQLITE_OK) {
         bad = &lookup_def;
+        db = idx->rd;
+    }
+    if (!bad && sqlite3_prepare_v3(idx->rd, expect_def.sql, -1, SQLITE_PREPARE_PERSISTENT,
+                                   &idx->expect, NULL) != SQLITE_OK) {
+        bad = &expect_def;
         db = idx->rd;
     }
     if (bad)
@@ -809,4 +823,63 @@ static void hex_encode(const uint8_t in[SHA256_LEN], char out[2 * SHA256_LEN + 1
         out[2 * i + 1] = digits[in[i] & 15];
     }
     out[2 * SHA256_LEN] = '\0';
+}
+
+/* ---- expectations ------------------------------------------------------- */
+
+int index_expect_put(struct index *idx, const struct index_expectation *e, size_t n)
+{
+    sqlite3_stmt *st = idx->wr_stmt[WR_PUT_EXPECT];
+    uint8_t sha[SHA256_LEN];
+    int rc;
+
+    assert(idx->magic == INDEX_MAGIC);
+    for (size_t i = 0; i < n; i++)
+        if (!e[i].key || !e[i].sha256 || !hex_decode(e[i].sha256, sha))
+            return -1;
+    pthread_mutex_lock(&idx->wr_lock);
+    rc = tx_begin(idx);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        if (sqlite3_bind_text(st, 1, e[i].key, -1, SQLITE_STATIC)
+            | sqlite3_bind_text(st, 2, e[i].sha256, -1, SQLITE_STATIC)
+            | (e[i].size >= 0 ? sqlite3_bind_int64(st, 3, e[i].size) : sqlite3_bind_null(st, 3))
+            | bind_text(st, 4, e[i].source))
+            rc = -1;
+        else
+            rc = wr_run(idx, WR_PUT_EXPECT);
+    }
+    rc = tx_end(idx, rc);
+    pthread_mutex_unlock(&idx->wr_lock);
+    return rc;
+}
+
+int index_expect_get(struct index *idx, const char *key, struct index_expected *out)
+{
+    sqlite3_stmt *st = idx->expect;
+    int rc, found = -1;
+
+    assert(idx->magic == INDEX_MAGIC);
+    memset(out, 0, sizeof *out);
+    out->size = -1;
+    rc = sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        const char *sha = (const char *)sqlite3_column_text(st, 0);
+        const char *src = (const char *)sqlite3_column_text(st, 2);
+        found = sha && strlen(sha) == 2 * SHA256_LEN;
+        if (found) {
+            memcpy(out->sha256, sha, sizeof out->sha256);
+            if (sqlite3_column_type(st, 1) != SQLITE_NULL)
+                out->size = sqlite3_column_int64(st, 1);
+            snprintf(out->source, sizeof out->source, "%s", src ? src : "");
+        }
+    } else if (rc == SQLITE_DONE) {
+        found = 0;
+    } else {
+        db_error(idx, idx->rd, expect_def.purpose);
+    }
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return found;
 }

@@ -115,4 +115,27 @@ struct index_object {
  * large store adopts in batches instead of one commit per blob. */
 int index_adopt_objects(struct index *idx, const struct index_object *objs, size_t n);
 
+/* ---- expectations: what a key's bytes must be (DESIGN.md §3) ----------- */
+
+struct index_expectation {
+    const char *key;
+    const char *sha256;         /* 64 lower-case hex */
+    int64_t size;               /* -1 when unknown */
+    const char *source;         /* "api", "manifest", ...; may be NULL */
+};
+
+/* Thread pool. Registers (or replaces) n expectations in one transaction.
+ * Returns 0, or -1 (nothing registered). */
+int index_expect_put(struct index *idx, const struct index_expectation *e, size_t n);
+
+struct index_expected {
+    char sha256[65];
+    int64_t size;               /* -1 when unknown */
+    char source[32];
+};
+
+/* Loop thread. 1 and *out filled when key has an expectation, 0 when not,
+ * -1 on a database error. */
+int index_expect_get(struct index *idx, const char *key, struct index_expected *out);
+
 #endif

@@ -36,6 +36,26 @@
       "Fills whose payload was checked and stored")                                       \
     X(fills_failed, "edgecache_fills_failed_total", "", "counter",                        \
       "Fills that ended without storing (upstream error, short body, disk)")              \
+    X(fill_resumes, "edgecache_fill_resumes_total", "", "counter",                        \
+      "Upstream requests that resumed a broken fill with Range + If-Range")               \
+    X(fill_restarts, "edgecache_fill_restarts_total", "", "counter",                      \
+      "Resumes the upstream answered with the whole body (200): the fill restarted")      \
+    X(verify_fail_expectation, "edgecache_verify_failures_total",                         \
+      "source=\"expectation\"", "counter",                                                \
+      "Fills refused because their bytes did not match what was expected, by the "        \
+      "source of the expectation")                                                        \
+    X(verify_fail_repr_digest, "edgecache_verify_failures_total",                         \
+      "source=\"repr-digest\"", "counter", "")                                            \
+    X(verify_fail_content_md5, "edgecache_verify_failures_total",                         \
+      "source=\"content-md5\"", "counter", "")                                            \
+    X(verify_fail_content_length, "edgecache_verify_failures_total",                      \
+      "source=\"content-length\"", "counter", "")                                         \
+    X(unverified_refused, "edgecache_unverified_refused_total", "", "counter",            \
+      "Fills refused by require_verified: no expected digest")                            \
+    X(hits_by_hash, "edgecache_hits_by_hash_total", "", "counter",                        \
+      "Hits served from a blob found through the key's expected SHA-256")                 \
+    X(expectations_registered, "edgecache_expectations_registered_total", "", "counter",  \
+      "Expectations (key -> SHA-256, size) registered")                                   \
     X(fills_in_flight, "edgecache_fills_in_flight", "", "gauge",                          \
       "Fills running now")                                                                \
     X(objects, "edgecache_objects", "", "gauge", "Blobs in the store")                    \

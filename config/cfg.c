@@ -241,6 +241,14 @@ static const struct cfg_option options[] = {
       .min = SECOND_MS, .max = HOUR_MS,
       .help = "an upstream that sends no byte for this long fails the fill",
       .offset = offsetof(struct cfg, stall_timeout_ms) },
+    { .name = "resume_attempts", .type = T_UINT, .def = "5",
+      .min = 0, .max = 100, .unit = "attempts",
+      .help = "times a fill whose upstream broke off mid-body resumes (Range + If-Range) before it fails",
+      .offset = offsetof(struct cfg, resume_attempts) },
+    { .name = "require_verified", .type = T_BOOL, .def = "false",
+      .help = "refuse (502) and never store content that has no expected digest: no registered "
+              "expectation and no digest header from the upstream",
+      .offset = offsetof(struct cfg, require_verified) },
     { .name = "max_connections", .type = T_UINT, .def = "1024",
       .min = 1, .max = 100000, .unit = "connections",
       .help = "data-plane connections at once",
@@ -1144,7 +1152,17 @@ static const struct cfg_special *special_by_flag(const char *flag, size_t len)
     return NULL;
 }
 
-/* Recognises argv[*i] (and its value, when separate) and advances *i. */
+static bool is_bool_word(const char *v)
+{
+    static const char *const words[] = {"true", "false", "yes", "no", "on", "off", "1", "0"};
+    for (size_t k = 0; k < sizeof words / sizeof words[0]; k++)
+        if (strcasecmp(v, words[k]) == 0)
+            return true;
+    return false;
+}
+
+/* Recognises argv[*i] (and its value, when separate) and advances *i. A
+ * switch takes an optional separate value when it is a boolean word. */
 static int next_arg(struct load *ld, int argc, char **argv, int *i, struct arg *a)
 {
     const char *s = argv[(*i)++];
@@ -1171,6 +1189,8 @@ static int next_arg(struct load *ld, int argc, char **argv, int *i, struct arg *
         return fail(ld, "command line %.*s: takes no value", (int)len, s);
     if (eq)
         a->value = eq + 1;
+    else if (!takes_value && !sp && *i < argc && is_bool_word(argv[*i]))
+        a->value = argv[(*i)++];    /* "--require-verified false" */
     else if (!takes_value)
         a->value = "true";
     else if (*i < argc && strncmp(argv[*i], "--", 2) != 0)

@@ -31,6 +31,7 @@
 #ifndef EDGECACHE_CFG_H
 #define EDGECACHE_CFG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -83,6 +84,8 @@ struct cfg {
     char *node_id;              /* default: the host name */
     uint64_t connect_timeout_ms;
     uint64_t stall_timeout_ms;  /* upstream sends nothing for this long */
+    uint64_t resume_attempts;   /* resumes of a broken fill before it fails */
+    bool require_verified;      /* refuse content with no expected digest */
     uint64_t max_connections;   /* data-plane connections at once */
     enum cfg_log_level log_level;
     enum cfg_log_format log_format;

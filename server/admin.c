@@ -1,8 +1,9 @@
 /*
  * admin — the control plane (DESIGN.md §7) on its own listener, default
  * 127.0.0.1:8081: GET /healthz (no token), GET /status (JSON), GET /metrics
- * (Prometheus text). When admin_token is set, every call but /healthz needs
- * "Authorization: Bearer <token>".
+ * (Prometheus text), POST /api/v1/expectations (api_expect.c). When
+ * admin_token is set, every call but /healthz needs
+ * "Authorization: Bearer <token>". Request plumbing: server/admin.h.
  *
  * Thread: loop thread only.
  */
@@ -14,8 +15,11 @@
 
 #include "cache/fill.h"
 #include "cache/index.h"
+#include "server/admin.h"
 #include "server/edge.h"
 #include "version.h"
+
+#define ADMIN_REQ_MAGIC 0x41646d21u
 
 static enum MHD_Result reply(struct MHD_Connection *c, unsigned status, const char *ctype,
                              char *body, size_t len, enum MHD_ResponseMemoryMode mode)
@@ -112,37 +116,158 @@ static enum MHD_Result metrics_page(struct edge *e, struct MHD_Connection *c)
     return reply(c, MHD_HTTP_OK, "text/plain; version=0.0.4", text, len, MHD_RESPMEM_MUST_FREE);
 }
 
-static enum MHD_Result on_admin(void *cls, struct MHD_Connection *c, const char *url,
-                                const char *method, const char *version, const char *upload,
-                                size_t *upload_size, void **req_cls)
+enum MHD_Result admin_reply_text(struct MHD_Connection *c, unsigned status, const char *text)
 {
-    struct edge *e = cls;
-    (void)version, (void)upload;
-    if (!*req_cls) {                /* answer from the second call: keep-alive */
-        *req_cls = e;
-        return MHD_YES;
+    return reply_text(c, status, text);
+}
+
+enum MHD_Result admin_reply_json(struct MHD_Connection *c, unsigned status, char *json_text)
+{
+    return reply(c, status, "application/json", json_text, strlen(json_text),
+                 MHD_RESPMEM_MUST_FREE);
+}
+
+void admin_answer(struct admin_req *req, unsigned status, const char *ctype, const char *text)
+{
+    free(req->answer);
+    req->answer = strdup(text);
+    req->status = req->answer ? status : MHD_HTTP_INTERNAL_SERVER_ERROR;
+    req->ctype = ctype;
+}
+
+static void job_work(uv_work_t *w)
+{
+    struct admin_job *j = w->data;
+    j->run(j);
+}
+
+static void job_after(uv_work_t *w, int status)
+{
+    struct admin_job *j = w->data;
+    struct admin_req *req = j->req;
+    (void)status;
+    j->finish(j);
+    if (req) {
+        req->job = NULL;
+        if (!req->answer)
+            admin_answer(req, MHD_HTTP_INTERNAL_SERVER_ERROR, "text/plain", "the call failed\n");
+        MHD_resume_connection(req->conn);
+        if (j->e->admin_daemon)
+            mhduv_kick(&j->e->admin_uv);
     }
-    if (*upload_size) {             /* a body nobody asked for: drop it */
-        *upload_size = 0;
-        return MHD_YES;
+    j->destroy(j);
+}
+
+enum MHD_Result admin_job_start(struct admin_req *req, struct admin_job *j)
+{
+    j->work.data = j;
+    j->req = req;
+    j->e = req->e;
+    if (uv_queue_work(req->e->loop, &j->work, job_work, job_after) != 0) {
+        j->destroy(j);
+        return reply_text(req->conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot queue the work\n");
     }
-    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
-        return reply_text(c, MHD_HTTP_METHOD_NOT_ALLOWED, "the control plane answers GET here\n");
-    if (strcmp(url, "/healthz") == 0)
+    req->job = j;
+    MHD_suspend_connection(req->conn);
+    return MHD_YES;
+}
+
+static int collect_body(struct admin_req *req, const char *data, size_t n)
+{
+    if (req->too_big || req->len + n > ADMIN_BODY_MAX) {
+        req->too_big = 1;
+        return 0;
+    }
+    char *grown = realloc(req->body, req->len + n + 1);
+    if (!grown)
+        return -1;
+    memcpy(grown + req->len, data, n);
+    req->body = grown;
+    req->len += n;
+    req->body[req->len] = '\0';
+    return 0;
+}
+
+static enum MHD_Result route_call(struct admin_req *req, const char *url, const char *method)
+{
+    struct edge *e = req->e;
+    struct MHD_Connection *c = req->conn;
+    int get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+    if (strcmp(url, "/healthz") == 0 && get)
         return reply_text(c, MHD_HTTP_OK, e->stopping ? "stopping\n" : "ok\n");
     if (!authorised(e, c))
         return reply_text(c, MHD_HTTP_UNAUTHORIZED,
                           "this call needs Authorization: Bearer <admin_token>\n");
-    if (strcmp(url, "/status") == 0)
+    if (strcmp(url, "/status") == 0 && get)
         return status_page(e, c);
-    if (strcmp(url, "/metrics") == 0)
+    if (strcmp(url, "/metrics") == 0 && get)
         return metrics_page(e, c);
-    return reply_text(c, MHD_HTTP_NOT_FOUND, "no such call: see /healthz, /status, /metrics\n");
+    if (strcmp(url, "/api/v1/expectations") == 0) {
+        if (strcmp(method, "POST") != 0)
+            return reply_text(c, MHD_HTTP_METHOD_NOT_ALLOWED, "use POST\n");
+        if (req->too_big)
+            return reply_text(c, MHD_HTTP_CONTENT_TOO_LARGE, "the body is larger than 1 MiB\n");
+        return api_expectations(req);
+    }
+    return reply_text(c, MHD_HTTP_NOT_FOUND,
+                      "no such call: see /healthz, /status, /metrics, /api/v1/expectations\n");
+}
+
+static enum MHD_Result on_admin(void *cls, struct MHD_Connection *c, const char *url,
+                                const char *method, const char *version, const char *upload,
+                                size_t *upload_size, void **req_cls)
+{
+    struct admin_req *req = *req_cls;
+    (void)version;
+    if (!req) {                     /* answer from the second call: keep-alive */
+        if (!(req = calloc(1, sizeof *req)))
+            return MHD_NO;
+        req->magic = ADMIN_REQ_MAGIC;
+        req->e = cls;
+        req->conn = c;
+        *req_cls = req;
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        int rc = collect_body(req, upload, *upload_size);
+        *upload_size = 0;
+        return rc == 0 ? MHD_YES : MHD_NO;
+    }
+    if (req->answer) {              /* a job finished: its answer */
+        struct MHD_Response *resp = MHD_create_response_from_buffer(
+            strlen(req->answer), req->answer, MHD_RESPMEM_MUST_COPY);
+        if (!resp)
+            return MHD_NO;
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, req->ctype);
+        enum MHD_Result ret = MHD_queue_response(c, req->status, resp);
+        MHD_destroy_response(resp);
+        return ret;
+    }
+    return route_call(req, url, method);
+}
+
+static void on_admin_done(void *cls, struct MHD_Connection *c, void **req_cls,
+                          enum MHD_RequestTerminationCode toe)
+{
+    struct admin_req *req = *req_cls;
+    (void)cls, (void)c, (void)toe;
+    if (!req)
+        return;
+    *req_cls = NULL;
+    if (req->job)
+        req->job->req = NULL;
+    free(req->body);
+    free(req->answer);
+    req->magic = 0;
+    free(req);
 }
 
 int admin_start(struct edge *e, char *err, size_t errlen)
 {
-    struct MHD_OptionItem extra[] = {{MHD_OPTION_END, 0, NULL}};
+    struct MHD_OptionItem extra[] = {
+        {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_admin_done, e},
+        {MHD_OPTION_END, 0, NULL},
+    };
     e->admin_daemon = edge_listen(e, &e->cfg->admin_listen, 64, on_admin, e, extra, err, errlen);
     if (!e->admin_daemon)
         return -1;

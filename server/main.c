@@ -16,6 +16,7 @@
 #include "cache/fill.h"
 #include "cache/index.h"
 #include "cache/upstream.h"
+#include "server/cmd.h"
 #include "server/edge.h"
 #include "version.h"
 
@@ -147,6 +148,8 @@ int main(int argc, char **argv)
 {
     struct cfg cfg;
     char err[1024] = "";
+    if (argc > 1 && strcmp(argv[1], "verify") == 0)
+        return cmd_verify(argc - 1, argv + 1);
     enum cfg_result cr = cfg_load(&cfg, argc, argv, environ, stdout, err, sizeof err);
     if (cr == CFG_EXIT)
         return 0;

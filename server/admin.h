@@ -1,0 +1,61 @@
+/*
+ * admin — the control plane's request plumbing, shared by its calls.
+ *
+ * Every control-plane request is a struct admin_req (created on the first
+ * call of the access handler, freed when MHD reports it complete). Its body
+ * is collected up to ADMIN_BODY_MAX bytes. A call that needs the index or
+ * the disk hands a struct admin_job to the libuv thread pool and suspends
+ * the connection; the job's finish step (loop thread) sets the answer and
+ * resumes it. A job outlives its request if the client goes away: the
+ * request then only detaches itself (job->req = NULL).
+ *
+ * Thread: loop thread, except admin_job.run (thread pool).
+ */
+#ifndef EDGECACHE_ADMIN_H
+#define EDGECACHE_ADMIN_H
+
+#include <stddef.h>
+#include <uv.h>
+#include "server/edge.h"
+
+#define ADMIN_BODY_MAX (1024 * 1024)
+
+struct admin_job;
+
+struct admin_req {
+    unsigned magic;
+    struct edge *e;
+    struct MHD_Connection *conn;
+    char *body;                 /* NUL-terminated */
+    size_t len;
+    int too_big;                /* the body passed ADMIN_BODY_MAX and was dropped */
+    struct admin_job *job;      /* while one runs */
+    unsigned status;            /* a deferred answer, once the job finished */
+    char *answer;               /* owned */
+    const char *ctype;
+};
+
+struct admin_job {
+    uv_work_t work;
+    struct admin_req *req;      /* NULL once the request went away */
+    struct edge *e;
+    void (*run)(struct admin_job *j);       /* thread pool */
+    void (*finish)(struct admin_job *j);    /* loop thread; j->req may be NULL */
+    void (*destroy)(struct admin_job *j);   /* loop thread */
+};
+
+/* Queues j for req and suspends req's connection. Returns MHD_YES, or
+ * answers 500 itself when the job cannot be queued (j is destroyed). */
+enum MHD_Result admin_job_start(struct admin_req *req, struct admin_job *j);
+
+/* Sets req's deferred answer (takes a copy of text). */
+void admin_answer(struct admin_req *req, unsigned status, const char *ctype, const char *text);
+
+/* POST /api/v1/expectations (server/api_expect.c). */
+enum MHD_Result api_expectations(struct admin_req *req);
+
+/* Answers now: a short text, or JSON (takes ownership of json_text). */
+enum MHD_Result admin_reply_text(struct MHD_Connection *c, unsigned status, const char *text);
+enum MHD_Result admin_reply_json(struct MHD_Connection *c, unsigned status, char *json_text);
+
+#endif

@@ -1,0 +1,12 @@
+/*
+ * cmd — edgecache's offline commands, run instead of the daemon:
+ *   edgecache verify [--repair] [options]   rehash the store (cmd_verify.c)
+ * Each takes argv with argv[0] naming the command and returns the process's
+ * exit status.
+ */
+#ifndef EDGECACHE_CMD_H
+#define EDGECACHE_CMD_H
+
+int cmd_verify(int argc, char **argv);
+
+#endif
