@@ -153,13 +153,19 @@ static int list_rows(struct run *run)
 }
 
 /* index_foreach_object callback (runs under the index's write lock: it
- * only collects). A row whose key is not a digest cannot name a blob; it
- * is kept so that it reads as a missing blob. */
+ * only collects). A row whose key is not a digest names no blob file (the
+ * index never writes one); it is logged and left alone. */
 static int add_row(void *ctx, const char *sha256, uint64_t size)
 {
     struct run *run = ctx;
-    struct item *it = new_item(run, sha256);
+    struct item *it;
 
+    if (!digest_is_sha256_hex(sha256)) {
+        log_msg(run->s->log, LOG_WARN, "verify", "%s: objects row '%s' is not a digest;"
+                " skipped", run->s->dir, sha256);
+        return 0;
+    }
+    it = new_item(run, sha256);
     if (!it)
         return 1;
     it->has_row = true;
@@ -287,7 +293,7 @@ static void note_not_a_blob(struct run *run, const char *rel, const char *name,
 {
     char path[PATH_MAX], detail[160];
 
-    snprintf(path, sizeof path, "%s%s%s", rel, *rel ? "/" : "", name);
+    snprintf(path, sizeof path, "blobs/%s%s%s", rel, *rel ? "/" : "", name);
     snprintf(detail, sizeof detail, "%s; the daemon deletes it at start", why);
     finding(run, VERIFY_NOT_A_BLOB, path, detail, VERIFY_NOT_REPAIRED);
 }
@@ -375,8 +381,8 @@ static void check_file(struct run *run, const struct item *it, const struct hash
         run->r->blobs++;
         run->r->good++;
         if (!it->has_row)
-            finding(run, VERIFY_NO_ROW, it->hex, "note: the daemon adopts it at start",
-                    VERIFY_NOT_REPAIRED);
+            finding(run, VERIFY_NO_ROW, it->hex,
+                    "a note, not a fault: the daemon adopts it at start", VERIFY_NOT_REPAIRED);
     }
 }
 

@@ -15,7 +15,9 @@
  *                    row (the daemon adopts it at start); counted as good
  * Anything else under blobs/ (a name that is not a digest, a digest in
  * the wrong ab/cd directory, a directory or link where a blob belongs) is
- * a note too, "not a blob": store_recover() deletes it at start.
+ * a note too, "not a blob": store_recover() deletes it at start. An
+ * objects row whose key is not a digest (the index never writes one) is
+ * logged and skipped.
  *
  * Repair (verify_options.repair) drops what is bad: for a digest or size
  * mismatch the blob file is unlinked first and then its objects row and
@@ -74,7 +76,7 @@ enum verify_repair {
 struct verify_finding {
     enum verify_kind kind;
     const char *name;           /* the digest, or for VERIFY_NOT_A_BLOB the
-                                   path relative to blobs/ */
+                                   path below cache_dir ("blobs/ab/README") */
     const char *detail;         /* e.g. "content hashes to 3fe1…", an errno
                                    text; "" when there is nothing to add */
     enum verify_repair repair;

@@ -233,7 +233,8 @@ static void on_progress(void *ctx, const struct verify_progress *p)
         bar_draw(&c->bar, p);
 }
 
-/* At most one redraw per REDRAW_NS; the final state is always drawn. */
+/* At most one redraw per REDRAW_NS, also after a finding took the bar
+ * off the screen; the final state is always drawn. */
 static bool redraw_due(struct bar *b, bool last)
 {
     struct timespec now;
@@ -242,7 +243,7 @@ static bool redraw_due(struct bar *b, bool last)
     clock_gettime(CLOCK_MONOTONIC, &now);
     ns = (long long)(now.tv_sec - b->last.tv_sec) * 1000000000LL
          + (now.tv_nsec - b->last.tv_nsec);
-    if (!last && b->shown && ns < REDRAW_NS)
+    if (!last && ns < REDRAW_NS)
         return false;
     b->last = now;
     return true;
