@@ -28,6 +28,7 @@
 #include "cache/digest.h"
 #include "cache/fill.h"
 #include "cache/index.h"
+#include "cache/lookup.h"
 #include "cache/route.h"
 #include "server/edge.h"
 #include "server/http_range.h"
@@ -243,114 +244,28 @@ static enum MHD_Result answer_from_fd(struct http_req *r, int fd, const struct r
 
 /* ---- hits --------------------------------------------------------------------- */
 
-static int serve_hit(struct http_req *r, const struct index_expected *ex, enum MHD_Result *ret)
+/* A hit (or a hit by hash): validators, range, then sendfile from the blob. */
+static enum MHD_Result serve_stored(struct http_req *r, struct lookup_result *lk)
 {
     struct edge *e = r->e;
-    struct index_entry ent;
-    if (index_lookup(e->index, r->rt.key, &ent) != 1)
-        return 0;
-    if (ex && strcmp(ex->sha256, ent.sha256) != 0) {
-        log_msg(&e->log, LOG_WARN, "http", "%s is stored as sha256 %s but expected as %s (%s): "
-                "not served, fetched again", r->rt.key, ent.sha256, ex->sha256, ex->source);
-        index_entry_free(&ent);
-        return 0;
-    }
-    uint64_t size = 0;
-    int fd = store_blob_open(&e->store, ent.sha256, &size);
-    if (fd < 0 || size != ent.size) {
-        if (fd >= 0)
-            close(fd);
-        log_msg(&e->log, LOG_WARN, "http", "blob %s for %s is missing or has the wrong size: refetching",
-                ent.sha256, r->rt.key);
-        index_entry_free(&ent);
-        return 0;
-    }
     int64_t now = (int64_t)time(NULL);
+    int by_hash = lk->kind == LOOKUP_BY_HASH;
+    const char *sha = by_hash ? lk->expected.sha256 : lk->entry.sha256;
     struct repr rp = {
-        .size = size,
-        .content_type = ent.content_type,
-        .last_modified = ent.last_modified,
-        .sha256_hex = ent.sha256,
-        .cache_status = "edgecache; hit",
-        .age = now - ent.stored_at,
+        .size = lk->size,
+        .content_type = by_hash ? NULL : lk->entry.content_type,
+        .last_modified = by_hash ? 0 : lk->entry.last_modified,
+        .sha256_hex = sha,
+        .cache_status = by_hash ? "edgecache; hit; detail=by-hash" : "edgecache; hit",
+        .age = by_hash ? 0 : now - lk->entry.stored_at,
     };
-    index_touch(e->index, ent.sha256, now);
+    index_touch(e->index, sha, now);
     e->stats.req_hit++;
-    *ret = answer_from_fd(r, fd, &rp, &e->stats.bytes_sent_cache);
-    index_entry_free(&ent);
-    return 1;
-}
-
-/* Mapping a key to a blob found by its expected hash: an index row, written
- * on the thread pool. */
-struct map_req {
-    uv_work_t work;
-    struct index *index;
-    char *key;
-    char *origin_url;
-    char sha256[DIGEST_SHA256_HEX];
-    uint64_t size;
-};
-
-static void map_work(uv_work_t *w)
-{
-    struct map_req *m = w->data;
-    struct index_commit c = {
-        .key = m->key, .origin_url = m->origin_url, .sha256 = m->sha256, .size = m->size,
-        .now = (int64_t)time(NULL), .verified_by = "expectation",
-    };
-    index_commit_object(m->index, &c, NULL);
-}
-
-static void map_after(uv_work_t *w, int status)
-{
-    struct map_req *m = w->data;
-    (void)status;
-    free(m->key);
-    free(m->origin_url);
-    free(m);
-}
-
-static void map_key_to_blob(struct http_req *r, const char *sha256, uint64_t size)
-{
-    struct map_req *m = calloc(1, sizeof *m);
-    if (!m)
-        return;
-    m->work.data = m;
-    m->index = r->e->index;
-    m->key = strdup(r->rt.key);
-    m->origin_url = strdup(r->rt.origin_url);
-    memcpy(m->sha256, sha256, sizeof m->sha256);
-    m->size = size;
-    if (!m->key || !m->origin_url || uv_queue_work(r->e->loop, &m->work, map_work, map_after) != 0)
-        map_after(&m->work, 0);
-}
-
-/* Hit by hash: the key's expected SHA-256 is a blob the store already holds
- * (from another URL, or adopted): serve it without going upstream. */
-static int serve_by_hash(struct http_req *r, const struct index_expected *ex, enum MHD_Result *ret)
-{
-    struct edge *e = r->e;
-    uint64_t size = 0;
-    int fd = store_blob_open(&e->store, ex->sha256, &size);
-    if (fd < 0)
-        return 0;
-    if (ex->size >= 0 && (uint64_t)ex->size != size) {
-        close(fd);
-        return 0;
-    }
-    int64_t now = (int64_t)time(NULL);
-    struct repr rp = {
-        .size = size,
-        .sha256_hex = ex->sha256,
-        .cache_status = "edgecache; hit; detail=by-hash",
-    };
-    index_touch(e->index, ex->sha256, now);
-    e->stats.req_hit++;
-    e->stats.hits_by_hash++;
-    map_key_to_blob(r, ex->sha256, size);
-    *ret = answer_from_fd(r, fd, &rp, &e->stats.bytes_sent_cache);
-    return 1;
+    if (by_hash)
+        e->stats.hits_by_hash++;
+    int fd = lk->fd;
+    lk->fd = -1;                    /* answer_from_fd owns it now */
+    return answer_from_fd(r, fd, &rp, &e->stats.bytes_sent_cache);
 }
 
 /* ---- fills: joining, waiting, streaming ----------------------------------------- */
@@ -505,20 +420,22 @@ static enum MHD_Result serve(struct http_req *r)
     struct edge *e = r->e;
     enum MHD_Result ret;
     char reason[512];
-    struct index_expected ex;
-    int has_ex = index_expect_get(e->index, r->rt.key, &ex) == 1;
-    if (serve_hit(r, has_ex ? &ex : NULL, &ret))
+    struct lookup_result lk;
+    struct lookup_env env = {e->loop, &e->store, e->index, &e->log};
+    lookup_key(&env, r->rt.key, r->rt.origin_url, &lk);
+    if (lk.kind != LOOKUP_MISS) {
+        ret = serve_stored(r, &lk);
+        lookup_result_free(&lk);
         return ret;
-    if (has_ex && serve_by_hash(r, &ex, &ret))
-        return ret;
+    }
     r->fill = fills_find(e->fills, r->rt.key);
     if (r->fill) {
         fill_ref(r->fill);
         r->kind = JOIN_COLLAPSED;
         e->stats.req_collapsed++;
     } else {
-        r->fill = fills_start(e->fills, r->rt.key, r->rt.origin_url, has_ex ? &ex : NULL,
-                              reason, sizeof reason);
+        r->fill = fills_start(e->fills, r->rt.key, r->rt.origin_url,
+                              lk.has_expectation ? &lk.expected : NULL, reason, sizeof reason);
         if (!r->fill)
             return respond_text(r, MHD_HTTP_SERVICE_UNAVAILABLE, reason);
         r->kind = JOIN_MISS;
