@@ -329,11 +329,19 @@ void fill_unwait(struct fill *fl, struct fill_waiter *w)
     w->waiting = 0;
 }
 
+/* Wakes every waiter once. The list is taken first, so a waiter that waits
+ * again from its wake callback is not woken twice in one round. */
 static void fill_wake_all(struct fill *fl)
 {
-    while (fl->waiters) {
-        struct fill_waiter *w = fl->waiters;
-        fill_unwait(fl, w);
+    struct fill_waiter *list = fl->waiters;
+    fl->waiters = NULL;
+    while (list) {
+        struct fill_waiter *w = list;
+        list = w->next;
+        if (list)
+            list->prev = NULL;
+        w->next = w->prev = NULL;
+        w->waiting = 0;
         w->wake(w);
     }
 }

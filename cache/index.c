@@ -58,6 +58,10 @@ enum wr_stmt {
     WR_DROP_OBJECT,
     WR_ADOPT,
     WR_PUT_EXPECT,
+    WR_PIN,
+    WR_PUT_DEPLOYMENT,
+    WR_DROP_DEPLOYMENT,
+    WR_LIST_DEPLOYMENTS,
     WR_COUNT
 };
 
@@ -103,6 +107,13 @@ static const struct stmt_def wr_defs[WR_COUNT] = {
     [WR_PUT_EXPECT] = {"register an expectation",
         "INSERT OR REPLACE INTO expectations(key, sha256, size, source)"
         " VALUES (?1, ?2, ?3, ?4)"},
+    [WR_PIN] = {"pin or unpin an object",
+        "UPDATE objects SET pinned = max(0, pinned + ?2) WHERE sha256 = ?1"},
+    [WR_PUT_DEPLOYMENT] = {"store a deployment",
+        "INSERT OR REPLACE INTO deployments(id, created, body) VALUES (?1, ?2, ?3)"},
+    [WR_DROP_DEPLOYMENT] = {"drop a deployment", "DELETE FROM deployments WHERE id = ?1"},
+    [WR_LIST_DEPLOYMENTS] = {"list deployments",
+        "SELECT id, created, body FROM deployments ORDER BY created, id"},
 };
 
 static const struct stmt_def lookup_def = {"look up a key",
@@ -882,4 +893,69 @@ int index_expect_get(struct index *idx, const char *key, struct index_expected *
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
     return found;
+}
+
+/* ---- pins and deployments ------------------------------------------------ */
+
+int index_pin(struct index *idx, const char *sha256, int delta)
+{
+    sqlite3_stmt *st = idx->wr_stmt[WR_PIN];
+    int rc;
+
+    assert(idx->magic == INDEX_MAGIC);
+    pthread_mutex_lock(&idx->wr_lock);
+    if (sqlite3_bind_text(st, 1, sha256, -1, SQLITE_STATIC) | sqlite3_bind_int(st, 2, delta))
+        rc = -1;
+    else
+        rc = wr_run(idx, WR_PIN);
+    pthread_mutex_unlock(&idx->wr_lock);
+    return rc;
+}
+
+int index_deployment_put(struct index *idx, const char *id, int64_t created, const char *body)
+{
+    sqlite3_stmt *st = idx->wr_stmt[WR_PUT_DEPLOYMENT];
+    int rc;
+
+    assert(idx->magic == INDEX_MAGIC);
+    pthread_mutex_lock(&idx->wr_lock);
+    if (sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC) | sqlite3_bind_int64(st, 2, created)
+        | bind_text(st, 3, body))
+        rc = -1;
+    else
+        rc = wr_run(idx, WR_PUT_DEPLOYMENT);
+    pthread_mutex_unlock(&idx->wr_lock);
+    return rc;
+}
+
+int index_deployment_drop(struct index *idx, const char *id)
+{
+    sqlite3_stmt *st = idx->wr_stmt[WR_DROP_DEPLOYMENT];
+    int rc;
+
+    assert(idx->magic == INDEX_MAGIC);
+    pthread_mutex_lock(&idx->wr_lock);
+    if (sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC))
+        rc = -1;
+    else
+        rc = wr_run(idx, WR_DROP_DEPLOYMENT);
+    pthread_mutex_unlock(&idx->wr_lock);
+    return rc;
+}
+
+int index_deployment_foreach(struct index *idx, index_deployment_cb cb, void *ctx)
+{
+    sqlite3_stmt *st = idx->wr_stmt[WR_LIST_DEPLOYMENTS];
+    int rc, stop = 0;
+
+    assert(idx->magic == INDEX_MAGIC);
+    pthread_mutex_lock(&idx->wr_lock);
+    while (!stop && (rc = sqlite3_step(st)) == SQLITE_ROW)
+        stop = cb(ctx, (const char *)sqlite3_column_text(st, 0), sqlite3_column_int64(st, 1),
+                  (const char *)sqlite3_column_text(st, 2));
+    if (!stop && rc != SQLITE_DONE)
+        db_error(idx, idx->wr, wr_defs[WR_LIST_DEPLOYMENTS].purpose);
+    sqlite3_reset(st);
+    pthread_mutex_unlock(&idx->wr_lock);
+    return stop ? stop : (rc == SQLITE_DONE ? 0 : -1);
 }

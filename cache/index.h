@@ -138,4 +138,19 @@ struct index_expected {
  * -1 on a database error. */
 int index_expect_get(struct index *idx, const char *key, struct index_expected *out);
 
+/* ---- pins and deployments (thread pool, or start-up) ---------------------- */
+
+/* objects.pinned += delta (never below 0). A pinned object is kept by
+ * eviction. */
+int index_pin(struct index *idx, const char *sha256, int delta);
+/* A deployment row: its id, creation time and a JSON body owned by the
+ * prefetch module. */
+int index_deployment_put(struct index *idx, const char *id, int64_t created, const char *body);
+int index_deployment_drop(struct index *idx, const char *id);
+/* Calls cb for every deployment row, oldest first; a non-zero return stops
+ * the walk (and is returned). The callback must not call other index
+ * functions. */
+typedef int (*index_deployment_cb)(void *ctx, const char *id, int64_t created, const char *body);
+int index_deployment_foreach(struct index *idx, index_deployment_cb cb, void *ctx);
+
 #endif

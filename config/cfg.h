@@ -86,6 +86,8 @@ struct cfg {
     uint64_t stall_timeout_ms;  /* upstream sends nothing for this long */
     uint64_t resume_attempts;   /* resumes of a broken fill before it fails */
     bool require_verified;      /* refuse content with no expected digest */
+    uint64_t prefetch_concurrency; /* prefetched files fetched at once */
+    uint64_t manifest_max_bytes;   /* largest control-plane body */
     uint64_t max_connections;   /* data-plane connections at once */
     enum cfg_log_level log_level;
     enum cfg_log_format log_format;

@@ -97,6 +97,7 @@ static enum MHD_Result status_page(struct edge *e, struct MHD_Connection *c)
     json_object_set_new(root, "hit_ratio", json_real(served ? (double)hits / (double)served : 0.0));
     json_object_set_new(root, "counters", counters_json(&e->stats));
     json_object_set_new(root, "fills", fills);
+    json_object_set_new(root, "deployments", api_deployments_json(e));
     char *text = json_dumps(root, JSON_INDENT(2));
     json_decref(root);
     if (!text)
@@ -174,7 +175,7 @@ enum MHD_Result admin_job_start(struct admin_req *req, struct admin_job *j)
 
 static int collect_body(struct admin_req *req, const char *data, size_t n)
 {
-    if (req->too_big || req->len + n > ADMIN_BODY_MAX) {
+    if (req->too_big || req->len + n > req->e->cfg->manifest_max_bytes) {
         req->too_big = 1;
         return 0;
     }
@@ -202,15 +203,25 @@ static enum MHD_Result route_call(struct admin_req *req, const char *url, const 
         return status_page(e, c);
     if (strcmp(url, "/metrics") == 0 && get)
         return metrics_page(e, c);
-    if (strcmp(url, "/api/v1/expectations") == 0) {
+    if (strncmp(url, "/api/v1/deployments/", 20) == 0) {
+        if (strcmp(method, "DELETE") != 0)
+            return reply_text(c, MHD_HTTP_METHOD_NOT_ALLOWED, "use DELETE\n");
+        return api_deployment_delete(req, url + 20);
+    }
+    if (strcmp(url, "/api/v1/expectations") == 0 || strcmp(url, "/api/v1/prefetch") == 0) {
+        char text[160];
         if (strcmp(method, "POST") != 0)
             return reply_text(c, MHD_HTTP_METHOD_NOT_ALLOWED, "use POST\n");
-        if (req->too_big)
-            return reply_text(c, MHD_HTTP_CONTENT_TOO_LARGE, "the body is larger than 1 MiB\n");
-        return api_expectations(req);
+        if (req->too_big) {
+            snprintf(text, sizeof text, "the body is larger than %llu bytes (config key: "
+                     "manifest_max_bytes)\n", (unsigned long long)e->cfg->manifest_max_bytes);
+            return reply_text(c, MHD_HTTP_CONTENT_TOO_LARGE, text);
+        }
+        return url[8] == 'e' ? api_expectations(req) : api_prefetch(req);
     }
     return reply_text(c, MHD_HTTP_NOT_FOUND,
-                      "no such call: see /healthz, /status, /metrics, /api/v1/expectations\n");
+                      "no such call: see /healthz, /status, /metrics, /api/v1/expectations, "
+                      "/api/v1/prefetch, /api/v1/deployments/{id}\n");
 }
 
 static enum MHD_Result on_admin(void *cls, struct MHD_Connection *c, const char *url,

@@ -3,7 +3,7 @@
  *
  * Every control-plane request is a struct admin_req (created on the first
  * call of the access handler, freed when MHD reports it complete). Its body
- * is collected up to ADMIN_BODY_MAX bytes. A call that needs the index or
+ * is collected up to manifest_max_bytes (413 past it). A call that needs the index or
  * the disk hands a struct admin_job to the libuv thread pool and suspends
  * the connection; the job's finish step (loop thread) sets the answer and
  * resumes it. A job outlives its request if the client goes away: the
@@ -18,8 +18,6 @@
 #include <uv.h>
 #include "server/edge.h"
 
-#define ADMIN_BODY_MAX (1024 * 1024)
-
 struct admin_job;
 
 struct admin_req {
@@ -28,7 +26,7 @@ struct admin_req {
     struct MHD_Connection *conn;
     char *body;                 /* NUL-terminated */
     size_t len;
-    int too_big;                /* the body passed ADMIN_BODY_MAX and was dropped */
+    int too_big;                /* the body passed manifest_max_bytes and was dropped */
     struct admin_job *job;      /* while one runs */
     unsigned status;            /* a deferred answer, once the job finished */
     char *answer;               /* owned */
@@ -53,6 +51,15 @@ void admin_answer(struct admin_req *req, unsigned status, const char *ctype, con
 
 /* POST /api/v1/expectations (server/api_expect.c). */
 enum MHD_Result api_expectations(struct admin_req *req);
+
+/* Deployments (server/api_prefetch.c). */
+struct json_t;
+enum MHD_Result api_prefetch(struct admin_req *req);
+enum MHD_Result api_prefetch_urls(struct admin_req *req, struct json_t *list);
+enum MHD_Result api_deployment_delete(struct admin_req *req, const char *id);
+struct json_t *api_deployments_json(struct edge *e);
+/* 1 when url's origin is on the allow-list; else 0 and why names it. */
+int api_url_allowed(const struct cfg *cfg, const char *url, char *why, size_t whylen);
 
 /* Answers now: a short text, or JSON (takes ownership of json_text). */
 enum MHD_Result admin_reply_text(struct MHD_Connection *c, unsigned status, const char *text);

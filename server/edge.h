@@ -23,6 +23,7 @@
 struct index;
 struct fills;
 struct upstream;
+struct prefetch;
 
 struct edge {
     const struct cfg *cfg;
@@ -32,6 +33,7 @@ struct edge {
     struct index *index;        /* owned */
     struct upstream *upstream;  /* owned */
     struct fills *fills;        /* owned */
+    struct prefetch *prefetch;  /* owned */
     struct stats stats;
     struct MHD_Daemon *data_daemon;
     struct MHD_Daemon *admin_daemon;

@@ -15,6 +15,7 @@
 
 #include "cache/fill.h"
 #include "cache/index.h"
+#include "cache/prefetch.h"
 #include "cache/upstream.h"
 #include "server/cmd.h"
 #include "server/edge.h"
@@ -61,6 +62,7 @@ static void edge_stop(struct edge *e)
         return;
     e->stopping = 1;
     log_msg(&e->log, LOG_INFO, "main", "stopping");
+    prefetch_close(&e->prefetch);
     http_stop(e);
     admin_stop(e);
     upstream_close(&e->upstream);
@@ -113,6 +115,14 @@ static int edge_start(struct edge *e, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         return -1;
     }
+    struct prefetch_env penv = {
+        .loop = e->loop, .cfg = e->cfg, .log = &e->log, .store = &e->store,
+        .index = e->index, .fills = e->fills, .stats = &e->stats,
+    };
+    if (prefetch_open(&e->prefetch, &penv) != 0 || prefetch_restore(e->prefetch) != 0) {
+        snprintf(err, errlen, "cannot restore the deployments kept in the index");
+        return -1;
+    }
     if (http_start(e, err, errlen) != 0 || admin_start(e, err, errlen) != 0)
         return -1;
     uv_timer_init(e->loop, &e->housekeeping);
@@ -133,6 +143,7 @@ static int edge_start(struct edge *e, char *err, size_t errlen)
 
 static void edge_teardown(struct edge *e)
 {
+    prefetch_close(&e->prefetch);
     if (e->data_daemon || e->admin_daemon || e->upstream) {
         http_stop(e);
         admin_stop(e);
