@@ -699,7 +699,12 @@ static void resume_answer(struct fill *fl, curl_off_t len)
                 (unsigned long long)fl->received);
         return;
     }
-    if (fl->status == 200 && (!fl->has_total || (len >= 0 && (uint64_t)len == fl->total))) {
+    /* A 200 with another strong ETag than the one we resumed with is
+     * another object: no need to read it to know. */
+    int other_etag = fl->validator && fl->validator[0] == '"' && fl->origin_etag
+                     && strcmp(fl->origin_etag, fl->validator) != 0;
+    if (fl->status == 200 && !other_etag
+        && (!fl->has_total || (len >= 0 && (uint64_t)len == fl->total))) {
         fl->owner->env.stats->fill_restarts++;
         fl->restarting = 1;
         fl->rewrite_pos = 0;
@@ -902,10 +907,13 @@ static void fill_break(struct fill *fl, const char *why)
     if (fl->attempts >= env->cfg->resume_attempts) {
         if (fl->has_total && fl->received < fl->total)
             env->stats->verify_fail_content_length++;
-        fill_fail(fl, 502, "upstream %s broke off after %llu of %s bytes %u time%s; last: %s "
-                  "(config key: resume_attempts)", fl->origin_url,
-                  (unsigned long long)fl->received, fl->has_total ? "the" : "unknown",
-                  fl->attempts + 1, fl->attempts ? "s" : "", why);
+        char total[32] = "?";
+        if (fl->has_total)
+            snprintf(total, sizeof total, "%llu", (unsigned long long)fl->total);
+        fill_fail(fl, 502, "upstream %s broke off %u time%s (resume_attempts is %llu), "
+                  "%llu of %s bytes received; last: %s", fl->origin_url, fl->attempts + 1,
+                  fl->attempts ? "s" : "", (unsigned long long)env->cfg->resume_attempts,
+                  (unsigned long long)fl->received, total, why);
         return;
     }
     fl->attempts++;

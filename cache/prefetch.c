@@ -248,6 +248,8 @@ static void pump_soon(struct prefetch *p)
 
 static void file_free(struct prefetch *p, struct pf_file *f)
 {
+    if (f->done && (f->state == PREFETCH_QUEUED || f->state == PREFETCH_FETCHING))
+        f->done(f->done_arg, f->key, NULL);     /* it will never end: say so */
     if (f->state == PREFETCH_QUEUED)
         dequeue(p, f);
     if (f->fill) {

@@ -51,7 +51,8 @@ struct prefetch_item {
     const char *name;
     const char *sha256;         /* expected, 64 hex, or NULL */
     int64_t size;               /* expected, or -1 */
-    /* Called once when the file ends (stored_sha NULL when it failed). */
+    /* Called once when the file ends (stored_sha NULL when it failed or was
+     * dropped with its deployment). */
     void (*done)(void *arg, const char *key, const char *stored_sha);
     void *done_arg;
 };

@@ -241,6 +241,10 @@ static const struct cfg_option options[] = {
       .min = SECOND_MS, .max = HOUR_MS,
       .help = "an upstream that sends no byte for this long fails the fill",
       .offset = offsetof(struct cfg, stall_timeout_ms) },
+    { .name = "advertise_url", .type = T_STRING, .def = "", .metavar = "URL",
+      .help = "the URL children use to reach this cache's data plane, put into rewritten "
+              "manifests (default: the Host the rewrite request came to)",
+      .offset = offsetof(struct cfg, advertise_url) },
     { .name = "resume_attempts", .type = T_UINT, .def = "5",
       .min = 0, .max = 100, .unit = "attempts",
       .help = "times a fill whose upstream broke off mid-body resumes (Range + If-Range) before it fails",

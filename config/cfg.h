@@ -82,6 +82,7 @@ struct cfg {
     struct cfg_route *routes;
     size_t n_routes;
     char *node_id;              /* default: the host name */
+    char *advertise_url;        /* "" when unset: children reach us at the request's Host */
     uint64_t connect_timeout_ms;
     uint64_t stall_timeout_ms;  /* upstream sends nothing for this long */
     uint64_t resume_attempts;   /* resumes of a broken fill before it fails */

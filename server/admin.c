@@ -208,7 +208,8 @@ static enum MHD_Result route_call(struct admin_req *req, const char *url, const 
             return reply_text(c, MHD_HTTP_METHOD_NOT_ALLOWED, "use DELETE\n");
         return api_deployment_delete(req, url + 20);
     }
-    if (strcmp(url, "/api/v1/expectations") == 0 || strcmp(url, "/api/v1/prefetch") == 0) {
+    if (strcmp(url, "/api/v1/expectations") == 0 || strcmp(url, "/api/v1/prefetch") == 0
+        || strcmp(url, "/api/v1/rewrite") == 0) {
         char text[160];
         if (strcmp(method, "POST") != 0)
             return reply_text(c, MHD_HTTP_METHOD_NOT_ALLOWED, "use POST\n");
@@ -217,11 +218,16 @@ static enum MHD_Result route_call(struct admin_req *req, const char *url, const 
                      "manifest_max_bytes)\n", (unsigned long long)e->cfg->manifest_max_bytes);
             return reply_text(c, MHD_HTTP_CONTENT_TOO_LARGE, text);
         }
-        return url[8] == 'e' ? api_expectations(req) : api_prefetch(req);
+        if (url[8] == 'e')
+            return api_expectations(req);
+        if (url[8] == 'p')
+            return api_prefetch(req);
+        const char *pf = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "prefetch");
+        return api_manifest(req, pf && (strcmp(pf, "1") == 0 || strcmp(pf, "true") == 0), 1);
     }
     return reply_text(c, MHD_HTTP_NOT_FOUND,
                       "no such call: see /healthz, /status, /metrics, /api/v1/expectations, "
-                      "/api/v1/prefetch, /api/v1/deployments/{id}\n");
+                      "/api/v1/rewrite, /api/v1/prefetch, /api/v1/deployments/{id}\n");
 }
 
 static enum MHD_Result on_admin(void *cls, struct MHD_Connection *c, const char *url,

@@ -52,6 +52,11 @@ void admin_answer(struct admin_req *req, unsigned status, const char *ctype, con
 /* POST /api/v1/expectations (server/api_expect.c). */
 enum MHD_Result api_expectations(struct admin_req *req);
 
+/* Manifests (server/api_rewrite.c): rewrite and register; prefetch and pin
+ * every file when prefetch is set; answer the rewritten document when
+ * answer_doc is set, else a summary (202). */
+enum MHD_Result api_manifest(struct admin_req *req, int prefetch, int answer_doc);
+
 /* Deployments (server/api_prefetch.c). */
 struct json_t;
 enum MHD_Result api_prefetch(struct admin_req *req);

@@ -173,10 +173,10 @@ enum MHD_Result api_prefetch(struct admin_req *req)
     }
     json_t *list = json_is_object(root) ? json_object_get(root, "urls") : root;
     enum MHD_Result ret;
-    if (json_is_array(list))
+    if (json_is_array(list) && json_is_string(json_array_get(list, 0)))
         ret = api_prefetch_urls(req, list);
     else
-        ret = fail(req, 422, "expected a list of URLs, or {\"urls\": [...]}");
+        ret = api_manifest(req, 1, 0);
     json_decref(root);
     return ret;
 }

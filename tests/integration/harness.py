@@ -20,6 +20,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ORIGIN_PY = os.path.join(HERE, "origin.py")
 DEFAULT_BIN = os.path.normpath(os.path.join(HERE, "..", "..", "build", "edgecache"))
+DEFAULT_DEVSIM_BIN = os.path.normpath(os.path.join(HERE, "..", "..", "build", "tests",
+                                                  "devsim", "devsim"))
 NGINX = "/usr/sbin/nginx"
 
 # Environment variables that would change how a child behaves: edgecache's
@@ -31,6 +33,11 @@ _SCRUB_NAMES = {"http_proxy", "https_proxy", "all_proxy", "no_proxy",
 
 def edgecache_bin():
     return os.environ.get("EDGECACHE_BIN") or DEFAULT_BIN
+
+
+def devsim_bin():
+    """The device simulator (tests/devsim): $DEVSIM_BIN, else the build tree's."""
+    return os.environ.get("DEVSIM_BIN") or DEFAULT_DEVSIM_BIN
 
 
 def child_env(extra=None):
@@ -78,6 +85,17 @@ def etag_for(hexdigest):
 
 def repr_digest_for(hexdigest):
     return "sha-256=:%s:" % base64.b64encode(bytes.fromhex(hexdigest)).decode()
+
+
+def b64_of_hex(hexdigest):
+    """The base64 form of a hex digest (as manifests and digest headers
+    carry it)."""
+    return base64.b64encode(bytes.fromhex(hexdigest)).decode()
+
+
+def is_prefix(got, whole):
+    """True when got is the first len(got) bytes of whole."""
+    return len(got) <= len(whole) and whole[:len(got)] == got
 
 
 def tail(path, lines=200):
@@ -298,6 +316,10 @@ class Origin:
         reqs = self.stats()["requests"]
         return [r for r in reqs if path is None or r["path"] == path]
 
+    def gets(self, path):
+        """The GET records for path, in arrival order."""
+        return [r for r in self.requests(path) if r["method"] == "GET"]
+
     def finished_requests(self, path, timeout=5):
         """requests(path) once every one of them has ended: the origin
         records the end just after its last write, so a client can hold the
@@ -427,6 +449,11 @@ class Edgecache:
         self.log_path = os.path.join(workdir, "%s.log" % name)
         self.process = None
         self.starts = 0
+        # The control plane's bearer token, when the test gave one: metrics()
+        # and status() send it.
+        self.admin_token = None
+        if "--admin-token" in self.args:
+            self.admin_token = self.args[self.args.index("--admin-token") + 1]
 
     def argv(self):
         argv = [self.binary,
@@ -500,12 +527,49 @@ class Edgecache:
                  what="edgecache_fills_in_flight == 0")
 
     def metrics(self):
-        r = request(self.admin_port, "GET", "/metrics", timeout=5)
+        r = self.admin("GET", "/metrics", token=self.admin_token, timeout=5)
         assert r.status == 200, "GET /metrics answered %s" % r.status
         return parse_metrics(r.body.decode())
 
     def status(self):
-        return http_get_json(self.admin_port, "/status")
+        r = self.admin("GET", "/status", token=self.admin_token, timeout=5)
+        assert r.status == 200, "GET /status answered %s: %r" % (r.status, r.body)
+        return json.loads(r.body)
+
+    def admin(self, method, path, body=None, token=None, headers=None, timeout=10):
+        """One request to the control plane; body may be bytes, str or a
+        JSON-able object; token adds "Authorization: Bearer <token>"."""
+        h = dict(headers or {})
+        if token is not None:
+            h["Authorization"] = "Bearer %s" % token
+        if body is not None and not isinstance(body, (bytes, str)):
+            body = json.dumps(body)
+            h.setdefault("Content-Type", "application/json")
+        if isinstance(body, str):
+            body = body.encode()
+        return request(self.admin_port, method, path, headers=h, body=body, timeout=timeout)
+
+    def expect(self, entries, token=None):
+        """Registers expectations ([{"url", "sha256", "size"?}]); asserts
+        the daemon took all of them."""
+        r = self.admin("POST", "/api/v1/expectations", entries, token=token)
+        assert r.status == 200, "POST /api/v1/expectations answered %s: %r" % (r.status, r.body)
+        assert json.loads(r.body) == {"registered": len(entries)}, r.body
+        return r
+
+    def log_text(self):
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def log_lines_with(self, *needles):
+        """Lines of the daemon's log that hold every needle; a needle may
+        be a tuple of alternatives (say the hex and the base64 form of one
+        digest)."""
+        def has(line, needle):
+            alternatives = needle if isinstance(needle, tuple) else (needle,)
+            return any(a in line for a in alternatives)
+        return [line for line in self.log_text().splitlines()
+                if all(has(line, n) for n in needles)]
 
     def blobs(self):
         """Paths of every file under blobs/, relative to the cache dir."""
@@ -521,6 +585,17 @@ class Edgecache:
     def tmp_files(self):
         tmp = os.path.join(self.cache_dir, "tmp")
         return sorted(os.listdir(tmp)) if os.path.isdir(tmp) else []
+
+    def tmp_files_left(self, timeout=3):
+        """tmp_files() once it is empty, or what is still there after
+        timeout seconds. A failed fill's temp file is unlinked on the thread
+        pool after the fill has left edgecache_fills_in_flight, so it may
+        outlive wait_idle() by a moment without having been left behind."""
+        try:
+            wait_for(lambda: self.tmp_files() == [], timeout, what="an empty tmp/")
+        except AssertionError:
+            pass
+        return self.tmp_files()
 
     def close(self):
         """Stops the daemon as an operator would (SIGTERM) and fails the test

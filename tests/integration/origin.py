@@ -17,26 +17,86 @@ Objects:  GET|HEAD /obj/<name>?size=N[&seed=S][&knob=...]
     range=1          honour a single "bytes=" Range header (ignored otherwise)
   Unknown query parameters (SAS tokens, X-Amz-*) are ignored.
 
+  Integrity knobs. The digest headers always describe the TRUE bytes of the
+  object (what object_bytes() returns), so with corrupt= they disagree with
+  the bytes served, and without it they are correct:
+    corrupt=<offset> serve the object with the byte at offset flipped
+                     (Content-Length unchanged)
+    repr=1           Repr-Digest: sha-256=:<base64 sha256>:
+    digest=1         Digest: SHA-256=<base64 sha256>
+    md5=1            Content-MD5: <base64 md5> (not sent on a 206)
+    msmd5=1          x-ms-blob-content-md5: <base64 md5 of the whole object>
+
+  Fault knobs. Each object (path+query as received) has a counter of its
+  GET requests, 0-based; HEAD requests are not counted:
+    short=<n>        send the full Content-Length but only n body bytes,
+                     then close the connection cleanly
+    stall=<n>        send the headers and n body bytes, then send nothing,
+                     holding the connection open until the client goes
+                     away or 60 s pass
+    faults=<k>       corrupt=, short= and stall= apply to the first k GET
+                     requests only (default: to every request), so one URL
+                     can answer badly first and well later
+    reset=<p0>,<p1>,...
+                     GET number i resets the TCP connection (SO_LINGER 0,
+                     close: an RST) once the body has reached pi percent of
+                     the whole object (an offset in the object, so on a
+                     request for "bytes=N-" the cut is at the same place; at
+                     once after the headers when N is past it). The bytes
+                     sent before the cut are drained to the peer first, so
+                     it holds exactly that prefix. GETs beyond the list are
+                     served fully.
+    norange=1        ignore Range and If-Range: always 200 with the whole body
+    changed=1        (with reset=) once a request has been reset, the object
+                     is a new version: object_bytes(name, changed_seed(seed),
+                     size) with its own ETag and Last-Modified; If-Range
+                     with the old validator then gets 200 and the new body
+    noetag=1         send no ETag (Last-Modified remains the only validator)
+    etag=1           send validators on an object without fault knobs
+    chunked=1        Transfer-Encoding: chunked, no Content-Length
+    endwait=<s>      (with chunked=1) wait s seconds between the last body
+                     byte and the terminating chunk: the body's end comes
+                     well after its last byte
+  An object with short=, stall=, reset= or changed= (or etag=1) sends a
+  strong ETag (the quoted sha256 hex of its current version) and a
+  Last-Modified (lm=, default 1700000000; one day later once changed), and
+  honours Range as with range=1, and If-Range: a Range whose If-Range names
+  another ETag or date is ignored (200, whole body). norange=1 wins.
+
 Control (never counted):
   GET  /_stats  JSON: counts (path+query as received -> n), by_path
                 (path alone -> n), total, requests (one record per request:
-                method, target, path, range, start, end, sent, status,
-                complete; times are time.monotonic(), which on Linux is the
-                system-wide CLOCK_MONOTONIC, comparable with the tests')
-  POST /_reset  forget every count and record
+                method, target, path, range, if_range, index (the GET
+                number of the object, None for HEAD), version (0, or 1
+                once changed), fault (None, "reset", "short" or "stall"),
+                start, end, sent, status, complete; times are
+                time.monotonic(), which on Linux is the system-wide
+                CLOCK_MONOTONIC, comparable with the tests')
+  POST /_reset  forget every count, record and per-object counter
 """
 
+import base64
 import email.utils
+import fcntl
 import functools
 import hashlib
 import json
+import select
+import socket
+import struct
 import sys
+import termios
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 CHUNK_MAX = 256 * 1024
+DEFAULT_LM = 1700000000
+CHANGED_LM_SHIFT = 86400
+STALL_MAX_S = 60.0
+DRAIN_MAX_S = 2.0
+VALIDATOR_KNOBS = ("short", "stall", "reset", "changed", "etag")
 
 
 @functools.lru_cache(maxsize=4)
@@ -54,6 +114,22 @@ def object_sha256(name, seed, size):
     return hashlib.sha256(object_bytes(name, seed, size)).hexdigest()
 
 
+def changed_seed(seed):
+    """The seed of an object's second version (changed=1)."""
+    return "%s.changed" % seed
+
+
+def corrupted(body, offset):
+    """body with the byte at offset flipped (every bit)."""
+    out = bytearray(body)
+    out[int(offset)] ^= 0xFF
+    return bytes(out)
+
+
+def b64(raw):
+    return base64.b64encode(raw).decode()
+
+
 class Ledger:
     """What the origin was asked: counts and per-request records."""
 
@@ -67,10 +143,12 @@ class Ledger:
             self.by_path = {}
             self.records = []
 
-    def open(self, method, target, range_header):
+    def open(self, method, target, range_header, if_range=None):
         path = urlsplit(target).path
         rec = {"method": method, "target": target, "path": path,
-               "range": range_header, "start": time.monotonic(), "end": None,
+               "range": range_header, "if_range": if_range, "index": None,
+               "version": 0, "fault": None,
+               "start": time.monotonic(), "end": None,
                "sent": 0, "status": None, "complete": False}
         with self.lock:
             self.counts[target] = self.counts.get(target, 0) + 1
@@ -87,6 +165,35 @@ class Ledger:
             return {"counts": dict(self.counts), "by_path": dict(self.by_path),
                     "total": len(self.records),
                     "requests": [dict(r) for r in self.records]}
+
+
+class ObjectStates:
+    """Per object (path+query as received): how many GETs it has had and
+    whether it has changed to its second version."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.reset()
+
+    def reset(self):
+        with self.lock:
+            self.gets = {}
+            self.changed = set()
+
+    def begin_get(self, target):
+        """(this GET's 0-based number, version now)."""
+        with self.lock:
+            index = self.gets.get(target, 0)
+            self.gets[target] = index + 1
+            return index, int(target in self.changed)
+
+    def version(self, target):
+        with self.lock:
+            return int(target in self.changed)
+
+    def change(self, target):
+        with self.lock:
+            self.changed.add(target)
 
 
 def parse_single_range(header, total):
@@ -109,6 +216,91 @@ def parse_single_range(header, total):
     return first, min(last, total - 1)
 
 
+def if_range_matches(value, etag, last_modified):
+    """RFC 9110 13.1.5: a strong ETag compares exactly (a weak one never
+    matches); a date matches the Last-Modified it names."""
+    value = value.strip()
+    if value.startswith('"') or value.startswith("W/"):
+        return etag is not None and value == etag
+    when = email.utils.parsedate_tz(value)
+    return (last_modified is not None and when is not None
+            and email.utils.mktime_tz(when) == last_modified)
+
+
+class Plan:
+    """How one request for an object is answered: which bytes, which
+    headers, and which fault cuts the body."""
+
+    def __init__(self, q, target, index, version):
+        self.q = q
+        name = urlsplit(target).path[5:]
+        seed = q.get("seed", "0")
+        if version:
+            seed = changed_seed(seed)
+        self.true_body = object_bytes(name, seed, int(q["size"]))
+        self.version = version
+        faulty = index is not None and ("faults" not in q or index < int(q["faults"]))
+        self.body = self.true_body
+        if faulty and "corrupt" in q:
+            self.body = corrupted(self.true_body, q["corrupt"])
+        self.short = int(q["short"]) if faulty and "short" in q else None
+        self.stall = int(q["stall"]) if faulty and "stall" in q else None
+        resets = [float(p) for p in q["reset"].split(",") if p] if "reset" in q else []
+        self.reset_pct = resets[index] if index is not None and index < len(resets) else None
+
+    def validators(self):
+        """(ETag or None, Last-Modified epoch or None)."""
+        q = self.q
+        with_validators = any(k in q for k in VALIDATOR_KNOBS)
+        lm = int(q["lm"]) if "lm" in q else (DEFAULT_LM if with_validators else None)
+        if lm is not None and self.version:
+            lm += CHANGED_LM_SHIFT
+        etag = None
+        if with_validators and q.get("noetag") != "1":
+            etag = '"%s"' % hashlib.sha256(self.true_body).hexdigest()
+        return etag, lm
+
+    def honours_range(self):
+        if self.q.get("norange") == "1":
+            return False
+        return self.q.get("range") == "1" or any(k in self.q for k in VALIDATOR_KNOBS)
+
+    def span(self, range_header, if_range):
+        """(first, last) to answer with 206, or None for 200."""
+        if not self.honours_range():
+            return None
+        if if_range is not None:
+            etag, lm = self.validators()
+            if not if_range_matches(if_range, etag, lm):
+                return None
+        return parse_single_range(range_header, len(self.body))
+
+    def digest_headers(self, partial):
+        q, true = self.q, self.true_body
+        out = []
+        if q.get("repr") == "1":
+            out.append(("Repr-Digest", "sha-256=:%s:" % b64(hashlib.sha256(true).digest())))
+        if q.get("digest") == "1":
+            out.append(("Digest", "SHA-256=%s" % b64(hashlib.sha256(true).digest())))
+        if q.get("md5") == "1" and not partial:
+            out.append(("Content-MD5", b64(hashlib.md5(true).digest())))
+        if q.get("msmd5") == "1":
+            out.append(("x-ms-blob-content-md5", b64(hashlib.md5(true).digest())))
+        return out
+
+    def body_limit(self, first, last):
+        """(bytes of [first, last] to send, fault that stops there or None)."""
+        n = last - first + 1
+        if self.reset_pct is not None:
+            cut = int(len(self.body) * self.reset_pct / 100)
+            return max(0, min(n, cut - first)), "reset"
+        if self.short is not None and self.short < n:
+            return self.short, "short"
+        if self.stall is not None:
+            return min(n, self.stall), "stall"
+        return n, None
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "scripted-origin/1"
@@ -125,6 +317,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         if self.path.startswith("/_reset"):
             self.server.ledger.reset()
+            self.server.objects.reset()
             self.reply_text(200, "reset\n")
             return
         length = int(self.headers.get("Content-Length") or 0)
@@ -138,7 +331,8 @@ class Handler(BaseHTTPRequestHandler):
             self.reply_json(self.server.ledger.snapshot())
             return
         rec = self.server.ledger.open(self.command, self.path,
-                                      self.headers.get("Range"))
+                                      self.headers.get("Range"),
+                                      self.headers.get("If-Range"))
         try:
             self.serve_object(rec, send_body)
         except (BrokenPipeError, ConnectionResetError, TimeoutError) as e:
@@ -158,36 +352,66 @@ class Handler(BaseHTTPRequestHandler):
         if "status" in q:
             self.finish_text(rec, int(q["status"]), "status %s\n" % q["status"], send_body)
             return
-        body = object_bytes(url.path[5:], q.get("seed", "0"), int(q["size"]))
-        self.send_object(rec, q, body, send_body)
+        objects = self.server.objects
+        if send_body:
+            index, version = objects.begin_get(self.path)
+        else:
+            index, version = None, objects.version(self.path)
+        self.server.ledger.update(rec, index=index, version=version)
+        self.send_object(rec, Plan(q, self.path, index, version), send_body)
 
-    def send_object(self, rec, q, body, send_body):
-        total = len(body)
-        span = None
-        if q.get("range") == "1":
-            span = parse_single_range(self.headers.get("Range"), total)
+    def send_object(self, rec, plan, send_body):
+        q = plan.q
+        total = len(plan.body)
+        span = plan.span(self.headers.get("Range"), self.headers.get("If-Range"))
         status = 206 if span else 200
         first, last = span if span else (0, total - 1)
+        etag, lm = plan.validators()
         self.send_response(status)
         if "ctype" in q:
             self.send_header("Content-Type", q["ctype"])
-        if "lm" in q:
-            self.send_header("Last-Modified",
-                             email.utils.formatdate(int(q["lm"]), usegmt=True))
-        if q.get("range") == "1":
+        if lm is not None:
+            self.send_header("Last-Modified", email.utils.formatdate(lm, usegmt=True))
+        if etag is not None:
+            self.send_header("ETag", etag)
+        if plan.honours_range():
             self.send_header("Accept-Ranges", "bytes")
         if span:
             self.send_header("Content-Range", "bytes %d-%d/%d" % (first, last, total))
-        self.send_header("Content-Length", str(last - first + 1 if total else 0))
+        for name, value in plan.digest_headers(partial=bool(span)):
+            self.send_header(name, value)
+        chunked = q.get("chunked") == "1"
+        if chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Content-Length", str(last - first + 1 if total else 0))
         self.end_headers()
         self.server.ledger.update(rec, status=status)
-        view = memoryview(body)[first:last + 1] if send_body else memoryview(b"")
-        self.write_paced(rec, view, float(q.get("rate", 0)))
-        self.server.ledger.update(rec, complete=True)
+        if not send_body:
+            self.server.ledger.update(rec, complete=True)
+            return
+        n, fault = plan.body_limit(first, last) if total else (0, None)
+        view = memoryview(plan.body)[first:first + n]
+        self.write_paced(rec, view, float(q.get("rate", 0)), chunked)
+        if fault is None:
+            if chunked:
+                time.sleep(float(q.get("endwait", 0)))
+                self.wfile.write(b"0\r\n\r\n")
+            self.server.ledger.update(rec, complete=True)
+            return
+        self.server.ledger.update(rec, fault=fault)
+        self.close_connection = True
+        if fault == "reset":
+            if q.get("changed") == "1":
+                self.server.objects.change(self.path)
+            self.reset_connection()
+        elif fault == "stall":
+            self.stall_until_gone(STALL_MAX_S)
+        # "short": the server closes the connection cleanly (a FIN).
 
-    def write_paced(self, rec, view, rate):
-        """Writes view; with rate > 0, never ahead of rate bytes/s since the
-        first byte."""
+    def write_paced(self, rec, view, rate, chunked=False):
+        """Writes view (framed as chunks when chunked); with rate > 0, never
+        ahead of rate bytes/s since the first byte."""
         chunk = CHUNK_MAX if rate <= 0 else int(max(4096, min(CHUNK_MAX, rate / 20)))
         t0 = time.monotonic()
         sent = 0
@@ -197,9 +421,51 @@ class Handler(BaseHTTPRequestHandler):
                 if ahead > 0:
                     time.sleep(ahead)
             n = min(chunk, len(view) - sent)
-            self.wfile.write(view[sent:sent + n])
+            if chunked:
+                self.wfile.write(b"%x\r\n" % n + bytes(view[sent:sent + n]) + b"\r\n")
+            else:
+                self.wfile.write(view[sent:sent + n])
             sent += n
             self.server.ledger.update(rec, sent=sent)
+
+    def wait_drained(self, timeout):
+        """Waits until the peer has acknowledged every byte written (the
+        send queue is empty), so a reset cuts at a known offset."""
+        fd = self.connection.fileno()
+        buf = bytearray(4)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            fcntl.ioctl(fd, termios.TIOCOUTQ, buf)
+            if struct.unpack("i", buf)[0] == 0:
+                return True
+            time.sleep(0.005)
+        return False
+
+    def reset_connection(self):
+        """Closes with SO_LINGER 0: the peer gets an RST, not a FIN."""
+        sock = self.connection
+        if not self.wait_drained(DRAIN_MAX_S):
+            self.log_message("reset with bytes still queued")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        # The buffered reader holds a reference to the socket, so close()
+        # would not close the descriptor; detach it and close that.
+        fd = sock.detach()
+        socket.close(fd)
+
+    def stall_until_gone(self, limit):
+        """Sends nothing more; returns when the peer closes or resets the
+        connection, or after limit seconds."""
+        sock = self.connection
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            readable, _, _ = select.select([sock], [], [], 0.1)
+            if not readable:
+                continue
+            try:
+                if sock.recv(65536) == b"":
+                    return
+            except OSError:
+                return
 
     def finish_text(self, rec, status, text, send_body):
         self.server.ledger.update(rec, status=status)
@@ -232,6 +498,7 @@ class OriginServer(ThreadingHTTPServer):
     def __init__(self, addr):
         super().__init__(addr, Handler)
         self.ledger = Ledger()
+        self.objects = ObjectStates()
 
 
 def main():

@@ -48,7 +48,7 @@ def test_dead_origin_is_502(edgecache):
     assert m["edgecache_fills_failed_total"] == 1
     assert m["edgecache_fills_in_flight"] == 0
     assert m["edgecache_objects"] == 0
-    assert ec.tmp_files() == []
+    assert ec.tmp_files_left() == []
 
 
 def test_origin_that_stalls_is_504(origin, edgecache):
