@@ -1,6 +1,8 @@
 /*
  * cmd — edgecache's offline commands, run instead of the daemon:
  *   edgecache verify [--repair] [options]   rehash the store (cmd_verify.c)
+ *   edgecache rewrite --cache-url URL [options] FILE|-
+ *                                           a manifest for children (cmd_rewrite.c)
  * Each takes argv with argv[0] naming the command and returns the process's
  * exit status.
  */
@@ -8,5 +10,6 @@
 #define EDGECACHE_CMD_H
 
 int cmd_verify(int argc, char **argv);
+int cmd_rewrite(int argc, char **argv);
 
 #endif
