@@ -54,6 +54,8 @@ struct MHD_Daemon *edge_listen(struct edge *e, const struct cfg_listen *where,
         MHD_OPTION_CONNECTION_LIMIT, conn_limit,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
         MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
+        /* main() ignores SIGPIPE: this lets MHD use sendfile() for hits */
+        MHD_OPTION_SIGPIPE_HANDLED_BY_APP, (int)1,
         MHD_OPTION_ARRAY, extra,
         MHD_OPTION_END);
     if (!d) {
