@@ -90,3 +90,26 @@ def test_fifty_clients_one_origin_request(origin, edgecache):
     assert sent == CLIENTS * SIZE
     assert m["edgecache_objects"] == 1
     assert m["edgecache_stored_bytes"] == SIZE
+
+
+def test_a_client_that_does_not_read_never_holds_the_fill_back(origin, edgecache):
+    """The fill writes to disk, not to sockets: a client that stops reading
+    after its first bytes neither slows the fill nor the other clients."""
+    import socket
+    size = 32 << 20
+    ec = edgecache(allow=[origin.base])
+    target = do_target("/obj/slowreader?size=%d&seed=3" % size, origin.host)
+    stuck = socket.socket()
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stuck.connect(("127.0.0.1", ec.port))
+    stuck.sendall(("GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % target).encode())
+    stuck.recv(1024)                    # headers and a little body, then nothing
+    t = time.monotonic()
+    r = ec.get(target, keep_body=False, timeout=30)
+    assert r.status == 200 and r.sha256 == object_sha256("slowreader", 3, size), r
+    ec.wait_idle(timeout=20)
+    m = ec.metrics()
+    assert m["edgecache_fills_completed_total"] == 1, "the fill waited for the stuck reader"
+    assert time.monotonic() - t < 20
+    assert origin.stats()["total"] == 1
+    stuck.close()
