@@ -72,7 +72,13 @@ struct walk {
     struct json_path path;
 };
 
-/* A URL taken apart and put together again for children. */
+/* The parts of a URL as curl_url reads them. */
+struct url_parts {
+    char *scheme, *host, *path, *query;     /* curl_free'd; query NULL if none */
+    unsigned port;                          /* explicit and not the default, else 0 */
+};
+
+/* A URL put together again for children. */
 struct url_rewrite {
     char *origin;                   /* scheme://host[:port]/path[?query] */
     char *rewritten;                /* <cache_base>/path?[query&]cacheHostOrigin=... */
@@ -89,6 +95,7 @@ struct scan {
 /* table of contents */
 static int fail(struct manifest_error *err, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+static bool json_start(const char *text, size_t n);
 static int check_media(const char *body, size_t len, size_t max, size_t *skip,
                        struct manifest_error *err);
 static json_t *parse_text(const char *text, size_t len, const char *what,
@@ -99,8 +106,15 @@ static void path_pop(struct json_path *p, size_t len);
 static char *dup_or_null(const char *s);
 static char *json_literal(const char *s);
 static unsigned default_port(const char *scheme);
+static bool param_is_do(const char *p, size_t n);
 static int query_split_do(const char *query, char **rest, char **origin_value);
 static int authority_parse(const char *raw, char **host, unsigned *port);
+static void url_parts_free(struct url_parts *p);
+static int url_parts_read(const char *url, struct url_parts *p);
+static int url_build(const struct manifest_opts *o, const char *scheme, const char *host,
+                     unsigned port, const char *path, const char *query,
+                     struct url_rewrite *r);
+static int quoted_len(const char *url);
 static int url_rewrite(const struct manifest_opts *o, const char *url,
                        struct url_rewrite *r, char *why, size_t whylen);
 static void url_rewrite_free(struct url_rewrite *r);
@@ -113,6 +127,7 @@ static int file_copy_facts(struct manifest_file *dst, const struct manifest_file
 static int catalog_add_entry(struct file_list *cat, const char *id, const json_t *f,
                              bool related);
 static int catalog_add_entries(struct file_list *cat, const json_t *files, bool related);
+static int catalog_mark_one(struct file_list *cat, const json_t *id);
 static int catalog_mark_detached(struct file_list *cat, const json_t *um);
 static int catalog_read(struct file_list *cat, const json_t *um);
 static const struct manifest_file *catalog_find(const struct file_list *cat,
@@ -132,6 +147,7 @@ static char *firmware_deployment_id(const json_t *fw, const char *origin);
 static void firmware_facts(struct manifest_file *f, const json_t *fw);
 static int walk_firmware(struct walk *w, const json_t *fw);
 static int note_deployment(struct walk *w, const char *id);
+static bool is_service(const json_t *obj);
 static int walk_node(struct walk *w, const json_t *node);
 static void scan_ws(struct scan *sc);
 static int scan_string(struct scan *sc, size_t *start, size_t *end);
@@ -141,6 +157,10 @@ static int scan_object(struct scan *sc, const json_t *node, int depth);
 static int scan_array(struct scan *sc, const json_t *node, int depth);
 static int edit_cmp(const void *a, const void *b);
 static char *assemble(const char *text, size_t len, struct edit_list *edits, size_t *outlen);
+static int rewrite_text(const char *body, size_t len, size_t skip, const json_t *root,
+                        struct walk *w, struct manifest_result *out);
+static json_t *detached_update_manifest(const char *json, size_t len,
+                                        struct manifest_error *err);
 
 /* ---- errors and input ---------------------------------------------------- */
 
@@ -152,6 +172,18 @@ static int fail(struct manifest_error *err, int status, const char *fmt, ...)
     vsnprintf(err->message, sizeof err->message, fmt, ap);
     va_end(ap);
     return -1;
+}
+
+/* True when text (n bytes) begins the way a JSON value does. */
+static bool json_start(const char *text, size_t n)
+{
+    static const char *const words[] = { "true", "false", "null" };
+    if (strchr("{[\"-0123456789", text[0]))
+        return true;
+    for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
+        if (n >= strlen(words[i]) && memcmp(text, words[i], strlen(words[i])) == 0)
+            return true;
+    return false;
 }
 
 /* Refuses what is not a JSON text before jansson sees it; *skip is the
@@ -180,7 +212,7 @@ static int check_media(const char *body, size_t len, size_t max, size_t *skip,
     if (i == len)
         return fail(err, 400, "the manifest is empty; send the deployment or device "
                     "twin JSON");
-    if (strchr("{[\"-0123456789tfn", body[i]))
+    if (json_start(body + i, len - i))
         return 0;
     if (body[i] == '<')
         return fail(err, 415, "the manifest is not JSON: it starts with '<' (HTML or "
@@ -347,12 +379,6 @@ out:
     curl_url_cleanup(u);
     return rc;
 }
-
-/* The parts of a URL as curl_url reads them. */
-struct url_parts {
-    char *scheme, *host, *path, *query;     /* curl_free'd; query NULL if none */
-    unsigned port;                          /* explicit and not the default, else 0 */
-};
 
 static void url_parts_free(struct url_parts *p)
 {
@@ -521,7 +547,7 @@ static int sha256_from_text(const char *s, char hex[65])
 /* prefix + the first 16 hex characters of SHA-256(text). */
 static char *short_hash_id(const char *prefix, const char *text, size_t len)
 {
-    struct digest d;
+    struct digest d = {0};
     unsigned char bin[DIGEST_SHA256_LEN];
     char hex[DIGEST_SHA256_HEX], *id = NULL;
     if (digest_init(&d) != 0)
@@ -1107,8 +1133,6 @@ static char *assemble(const char *text, size_t len, struct edit_list *edits, siz
     return out;
 }
 
-/* ---- public -------------------------------------------------------------- */
-
 /* Finds every edit's span and builds the answer into out->doc. */
 static int rewrite_text(const char *body, size_t len, size_t skip, const json_t *root,
                         struct walk *w, struct manifest_result *out)
@@ -1122,6 +1146,8 @@ static int rewrite_text(const char *body, size_t len, size_t skip, const json_t 
     out->doc = assemble(body, len, &w->edits, &out->len);
     return out->doc ? 0 : fail(w->err, 500, "out of memory");
 }
+
+/* ---- public -------------------------------------------------------------- */
 
 int manifest_rewrite(const char *body, size_t len, const struct manifest_opts *o,
                      struct manifest_result *out, struct manifest_error *err)

@@ -139,7 +139,10 @@ static int split_args(int argc, char **argv, struct rewrite_args *a, char *why,
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             a->help = taken[i] = true;
-        } else if (strcmp(argv[i], flag) == 0 && i + 1 < argc) {
+        } else if (strcmp(argv[i], flag) == 0 && i + 1 == argc) {
+            snprintf(why, whylen, "--cache-url needs a URL (e.g. http://gateway:8080)");
+            goto out;
+        } else if (strcmp(argv[i], flag) == 0) {
             a->cache_url = argv[i + 1];
             taken[i] = taken[i + 1] = true;
             i++;
