@@ -19,6 +19,7 @@
 
 #include "cache/digest.h"
 #include "cache/index.h"
+#include "cache/route.h"
 #include "cache/stats.h"
 #include "cache/store.h"
 #include "version.h"
@@ -84,10 +85,28 @@ struct fill {
 
     struct upstream_xfer xfer;
     struct curl_slist *req_headers;
+    char *fetch_url;                /* what is asked: the origin URL, or its DO shape at the parent */
+    char *via;                      /* the Via sent upstream: the request's and ours */
+    int from_parent;                /* fetch_url is at the parent */
+    struct health *health;          /* of fetch_url's host (owned by the table) */
     uv_timer_t timer;               /* stall watch, or the backoff before a resume */
     uv_work_t work;                 /* the commit on the thread pool */
     int commit_rc;
     int new_object;
+};
+
+/* What is known of one upstream (an origin, or the parent): whether it
+ * answers. After a connection failure it is down: new fills for it fail at
+ * once, but for one probe every backoff interval (1 s doubling to 30 s),
+ * so clients get a prompt 502 and the upstream is not hammered. Any HTTP
+ * answer brings it back up. */
+struct health {
+    char target[300];               /* scheme://host:port */
+    int down;
+    int64_t last_ok, last_fail;     /* Unix seconds, 0 never */
+    unsigned failures;              /* in a row */
+    uint64_t next_probe;            /* uv_now() ms: when the next fill may try */
+    struct health *next;
 };
 
 struct fills {
@@ -95,7 +114,11 @@ struct fills {
     struct fill *buckets[FILLS_BUCKETS];
     unsigned live;                  /* fills not yet freed */
     int closing;
+    struct health *health;          /* every upstream asked so far */
 };
+
+#define HEALTH_BACKOFF_MIN_MS 1000u
+#define HEALTH_BACKOFF_MAX_MS 30000u
 
 static void fill_set_state(struct fill *fl, enum fill_state st);
 static void fill_fail(struct fill *fl, int status, const char *fmt, ...)
@@ -200,11 +223,120 @@ void fills_close(struct fills **fp)
             }
             fill_fail(fl, 502, "edgecache is shutting down");
         }
+    while (f->health) {
+        struct health *h = f->health;
+        f->health = h->next;
+        free(h);
+    }
     if (f->live == 0)
         free(f);
 }
 
 /* ---- start -------------------------------------------------------------- */
+
+/* ---- upstream health -------------------------------------------------------- */
+
+static struct health *health_of(struct fills *f, const char *url)
+{
+    char target[300];
+    const char *p = strstr(url, "://");
+    size_t n = p ? (size_t)(strcspn(p + 3, "/?#") + (size_t)(p + 3 - url)) : strlen(url);
+    snprintf(target, sizeof target, "%.*s", (int)n, url);
+    for (struct health *h = f->health; h; h = h->next)
+        if (strcmp(h->target, target) == 0)
+            return h;
+    struct health *h = calloc(1, sizeof *h);
+    if (!h)
+        return NULL;
+    snprintf(h->target, sizeof h->target, "%s", target);
+    h->next = f->health;
+    f->health = h;
+    return h;
+}
+
+static void health_ok(struct fill *fl)
+{
+    struct health *h = fl->health;
+    if (!h)
+        return;
+    if (h->down)
+        log_msg(fl->owner->env.log, LOG_INFO, "upstream", "%s answers again", h->target);
+    h->down = 0;
+    h->failures = 0;
+    h->last_ok = now_s();
+}
+
+static void health_failed(struct fill *fl)
+{
+    struct health *h = fl->health;
+    if (!h)
+        return;
+    unsigned shift = h->failures < 5 ? h->failures : 5;
+    uint64_t backoff = HEALTH_BACKOFF_MIN_MS << shift;
+    h->failures++;
+    h->down = 1;
+    h->last_fail = now_s();
+    h->next_probe = uv_now(fl->owner->env.loop)
+                    + (backoff < HEALTH_BACKOFF_MAX_MS ? backoff : HEALTH_BACKOFF_MAX_MS);
+}
+
+/* 0 when a fill may ask h now (it is up, or this fill is the probe). */
+static int health_admit(struct fills *f, struct health *h, char *reason, size_t reasonlen)
+{
+    uint64_t now = uv_now(f->env.loop);
+    if (!h || !h->down)
+        return 0;
+    if (now >= h->next_probe) {     /* this fill is the probe; others wait for it */
+        h->next_probe = now + HEALTH_BACKOFF_MAX_MS;
+        return 0;
+    }
+    snprintf(reason, reasonlen, "upstream %s is unreachable (last success %s%lld s ago); "
+             "the next attempt is in %llu ms", h->target, h->last_ok ? "" : "never: ",
+             h->last_ok ? (long long)(now_s() - h->last_ok) : 0LL,
+             (unsigned long long)(h->next_probe - now));
+    return -1;
+}
+
+void fills_foreach_upstream(struct fills *f, void (*cb)(void *, const struct fills_upstream *),
+                            void *ctx)
+{
+    for (struct health *h = f->health; h; h = h->next) {
+        struct fills_upstream u = {h->target, !h->down, h->last_ok, h->last_fail, h->failures};
+        cb(ctx, &u);
+    }
+}
+
+/* ---- the upstream request ------------------------------------------------------ */
+
+/* Accept-Encoding, Via, and If-Range when resuming. */
+static struct curl_slist *request_headers(const struct fill *fl, const char *if_range)
+{
+    char line[1200];
+    struct curl_slist *h = curl_slist_append(NULL, "Accept-Encoding: identity");
+    snprintf(line, sizeof line, "Via: %s", fl->via);
+    h = curl_slist_append(h, line);
+    if (if_range) {
+        snprintf(line, sizeof line, "If-Range: %s", if_range);
+        h = curl_slist_append(h, line);
+    }
+    return h;
+}
+
+/* Where to ask: the parent in DO shape, or the origin. */
+static int choose_upstream(struct fill *fl, const char *via_in)
+{
+    const struct cfg *cfg = fl->owner->env.cfg;
+    fl->from_parent = cfg->parent && cfg->parent[0];
+    fl->fetch_url = fl->from_parent ? route_do_url(cfg->parent, fl->origin_url)
+                                    : strdup(fl->origin_url);
+    if (asprintf(&fl->via, "%s%s1.1 %s (edgecache/%s)", via_in ? via_in : "",
+                 via_in ? ", " : "", cfg->node_id, EDGECACHE_VERSION) < 0)
+        fl->via = NULL;
+    if (!fl->fetch_url || !fl->via)
+        return -1;
+    fl->health = health_of(fl->owner, fl->fetch_url);
+    return 0;
+}
 
 static int setup_easy(struct fill *fl)
 {
@@ -214,8 +346,8 @@ static int setup_easy(struct fill *fl)
         return -1;
     fl->xfer.easy = e;
     fl->xfer.done = on_done;
-    fl->req_headers = curl_slist_append(NULL, "Accept-Encoding: identity");
-    curl_easy_setopt(e, CURLOPT_URL, fl->origin_url);
+    fl->req_headers = request_headers(fl, NULL);
+    curl_easy_setopt(e, CURLOPT_URL, fl->fetch_url);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, fl->req_headers);
     curl_easy_setopt(e, CURLOPT_USERAGENT, "edgecache/" EDGECACHE_VERSION);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -233,8 +365,10 @@ static int setup_easy(struct fill *fl)
 }
 
 struct fill *fills_start(struct fills *f, const char *key, const char *origin_url,
-                         const struct index_expected *expect, char *reason, size_t reasonlen)
+                         const struct index_expected *expect, const char *via,
+                         int *status, char *reason, size_t reasonlen)
 {
+    *status = 503;
     struct fill *fl = calloc(1, sizeof *fl);
     if (!fl || !(fl->key = strdup(key)) || !(fl->origin_url = strdup(origin_url))) {
         snprintf(reason, reasonlen, "out of memory");
@@ -252,6 +386,14 @@ struct fill *fills_start(struct fills *f, const char *key, const char *origin_ur
     if (fl->fd < 0) {
         snprintf(reason, reasonlen, "cannot create a temp file in %s: %s",
                  f->env.store->tmp_dir, strerror(errno));
+        goto fail;
+    }
+    if (choose_upstream(fl, via) != 0) {
+        snprintf(reason, reasonlen, "cannot make the upstream request for %s", origin_url);
+        goto fail;
+    }
+    if (health_admit(f, fl->health, reason, reasonlen) != 0) {
+        *status = 502;
         goto fail;
     }
     if (digest_init(&fl->sha) != 0 || setup_easy(fl) != 0) {
@@ -276,7 +418,8 @@ struct fill *fills_start(struct fills *f, const char *key, const char *origin_ur
     f->env.stats->fills_started++;
     f->env.stats->fills_in_flight++;
     f->env.stats->upstream_requests++;
-    log_msg(f->env.log, LOG_INFO, "fill", "start %s", origin_url);
+    log_msg(f->env.log, LOG_INFO, "fill", "start %s%s%s", origin_url,
+            fl->from_parent ? " via the parent as " : "", fl->from_parent ? fl->fetch_url : "");
     return fl;
 fail:
     if (fl) {
@@ -289,6 +432,8 @@ fail:
         curl_slist_free_all(fl->req_headers);
         digest_free(&fl->sha);
         digest_free(&fl->md5);
+        free(fl->fetch_url);
+        free(fl->via);
         free(fl->key);
         free(fl->origin_url);
         free(fl);
@@ -409,6 +554,8 @@ static void fill_release(struct fill *fl)
     free(fl->origin_etag);
     free(fl->pass_body);
     free(fl->validator);
+    free(fl->fetch_url);
+    free(fl->via);
     free(fl->pending_lm);
     free(fl->pending_crange);
     free(fl->pending_repr);
@@ -734,6 +881,7 @@ static void headers_done(struct fill *fl)
     curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &fl->status);
     if (fl->status >= 100 && fl->status < 200)
         return;                     /* an interim response; the real one follows */
+    health_ok(fl);
     curl_easy_getinfo(e, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &len);
     if (fl->state == FILL_STREAMING) {
         resume_answer(fl, len);
@@ -890,14 +1038,41 @@ static void fail_own(struct fill *fl)
     fill_fail(fl, 502, "%s", own);
 }
 
+/* parent_fallback_to_origin: ask the origin instead, once. */
+static int fall_back_to_origin(struct fill *fl, const char *why)
+{
+    const struct fills_env *env = &fl->owner->env;
+    if (!fl->from_parent || !env->cfg->parent_fallback_to_origin)
+        return 0;
+    log_msg(env->log, LOG_WARN, "fill", "parent failed for %s (%s): asking the origin",
+            fl->origin_url, why);
+    free(fl->fetch_url);
+    fl->fetch_url = strdup(fl->origin_url);
+    fl->from_parent = 0;
+    fl->health = health_of(fl->owner, fl->fetch_url);
+    fl->passing = 0;
+    fl->pass_len = 0;
+    fl->curl_error[0] = '\0';
+    env->stats->parent_fallbacks++;
+    env->stats->upstream_requests++;
+    curl_easy_setopt(fl->xfer.easy, CURLOPT_URL, fl->fetch_url);
+    if (!fl->fetch_url || upstream_start(env->upstream, &fl->xfer) != 0)
+        return 0;
+    stall_rearm(fl);
+    return 1;
+}
+
 static void fail_curl(struct fill *fl, CURLcode result)
 {
     const char *what = fl->curl_error[0] ? fl->curl_error : curl_easy_strerror(result);
+    health_failed(fl);
+    if (fall_back_to_origin(fl, what))
+        return;
     if (result == CURLE_OPERATION_TIMEDOUT)
         fill_fail(fl, 504, "upstream %s timed out: %s (config key: connect_timeout)",
-                  fl->origin_url, what);
+                  fl->fetch_url, what);
     else
-        fill_fail(fl, 502, "upstream %s unreachable: %s", fl->origin_url, what);
+        fill_fail(fl, 502, "upstream %s unreachable: %s", fl->fetch_url, what);
 }
 
 /* The upstream broke off mid-body: resume after a backoff, or give up. */
@@ -931,15 +1106,13 @@ static void on_retry(uv_timer_t *t)
 {
     struct fill *fl = t->data;
     const struct fills_env *env = &fl->owner->env;
-    char range[48], if_range[600];
+    char range[48], if_range[1];
+    (void)if_range;
     curl_slist_free_all(fl->req_headers);
-    fl->req_headers = curl_slist_append(NULL, "Accept-Encoding: identity");
     fl->asked_range = fl->received > 0 && fl->validator;
-    if (fl->asked_range) {
+    if (fl->asked_range)
         snprintf(range, sizeof range, "%llu-", (unsigned long long)fl->received);
-        snprintf(if_range, sizeof if_range, "If-Range: %s", fl->validator);
-        fl->req_headers = curl_slist_append(fl->req_headers, if_range);
-    }
+    fl->req_headers = request_headers(fl, fl->asked_range ? fl->validator : NULL);
     curl_easy_setopt(fl->xfer.easy, CURLOPT_HTTPHEADER, fl->req_headers);
     curl_easy_setopt(fl->xfer.easy, CURLOPT_RANGE, fl->asked_range ? range : NULL);
     fl->curl_error[0] = '\0';
@@ -1031,6 +1204,10 @@ static void on_done(struct upstream_xfer *x, CURLcode result)
     struct fill *fl = (struct fill *)((char *)x - offsetof(struct fill, xfer));
     uv_timer_stop(&fl->timer);
     if (fl->passing && (result == CURLE_OK || result == CURLE_WRITE_ERROR)) {
+        char why[32];
+        snprintf(why, sizeof why, "it answered %ld", fl->status);
+        if (fl->status >= 500 && fl->status != 508 && fall_back_to_origin(fl, why))
+            return;
         end_pass(fl);
         return;
     }

@@ -122,10 +122,24 @@ struct fill *fills_find(struct fills *f, const char *key);
 struct index_expected;
 
 /* Starts a fill for key (there must be none); expect is the key's registered
- * expectation, or NULL. Returns it with one reference for the caller (in
- * addition to the table's), or NULL with a reason. */
+ * expectation, or NULL; via is the client request's Via header, or NULL.
+ * The fill asks the parent (in DO shape) when one is configured, else the
+ * origin, and sends Via with this node added. Returns it with one reference
+ * for the caller (in addition to the table's), or NULL with a reason and
+ * the status to answer (502 while the upstream is known down, else 503). */
 struct fill *fills_start(struct fills *f, const char *key, const char *origin_url,
-                         const struct index_expected *expect, char *reason, size_t reasonlen);
+                         const struct index_expected *expect, const char *via,
+                         int *status, char *reason, size_t reasonlen);
+
+/* What is known of each upstream asked so far (for /status, /metrics). */
+struct fills_upstream {
+    const char *target;         /* scheme://host:port */
+    int up;
+    int64_t last_ok, last_fail; /* Unix seconds, 0 never */
+    unsigned failures;          /* in a row */
+};
+void fills_foreach_upstream(struct fills *f, void (*cb)(void *ctx, const struct fills_upstream *u),
+                            void *ctx);
 
 /* Calls cb for every running fill (for /status). */
 void fills_foreach(struct fills *f, void (*cb)(void *ctx, const struct fill_info *), void *ctx);

@@ -202,6 +202,7 @@ static void file_start(struct prefetch *p, struct pf_file *f)
     struct lookup_env lenv = {p->env.loop, p->env.store, p->env.index, p->env.log};
     struct lookup_result lk;
     char reason[512], sha[65];
+    int status;
     lookup_key(&lenv, f->key, f->url, &lk);
     if (lk.kind != LOOKUP_MISS) {
         snprintf(sha, sizeof sha, "%s",
@@ -216,7 +217,7 @@ static void file_start(struct prefetch *p, struct pf_file *f)
         fill_ref(fl);
     else
         fl = fills_start(p->env.fills, f->key, f->url, lk.has_expectation ? &lk.expected : NULL,
-                         reason, sizeof reason);
+                         NULL, &status, reason, sizeof reason);
     lookup_result_free(&lk);
     if (!fl) {
         file_end(f, NULL, reason);

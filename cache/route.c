@@ -563,3 +563,29 @@ const struct cfg_allow *route_allow_match(const struct cfg *cfg, const char *sch
     }
     return NULL;
 }
+
+char *route_do_url(const char *base, const char *origin_url)
+{
+    CURLU *u = curl_url();
+    char *host = NULL, *port = NULL, *path = NULL, *query = NULL, *out = NULL;
+    size_t blen = strlen(base);
+    while (blen > 0 && base[blen - 1] == '/')
+        blen--;
+    if (u && curl_url_set(u, CURLUPART_URL, origin_url, 0) == CURLUE_OK
+        && curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK
+        && curl_url_get(u, CURLUPART_PATH, &path, 0) == CURLUE_OK) {
+        curl_url_get(u, CURLUPART_PORT, &port, CURLU_NO_DEFAULT_PORT);
+        curl_url_get(u, CURLUPART_QUERY, &query, 0);
+        int has_q = query && query[0];
+        if (asprintf(&out, "%.*s%s?%s%scacheHostOrigin=%s%s%s", (int)blen, base, path,
+                     has_q ? query : "", has_q ? "&" : "", host, port ? ":" : "",
+                     port ? port : "") < 0)
+            out = NULL;
+    }
+    curl_free(host);
+    curl_free(port);
+    curl_free(path);
+    curl_free(query);
+    curl_url_cleanup(u);
+    return out;
+}

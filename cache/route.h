@@ -76,6 +76,12 @@ void route_target_free(struct route_target *t);
  * http or https. */
 char *route_key_for_url(const char *url);
 
+/* The Delivery Optimization shape of origin_url at a cache whose base URL
+ * is base ("http://l4-gateway:8080"): base/path?query&cacheHostOrigin=host[:port],
+ * the port only when it is not the scheme's default. This is how a child
+ * asks its parent. malloc'd, or NULL when origin_url does not parse. */
+char *route_do_url(const char *base, const char *origin_url);
+
 /* The allow-list entry that admits scheme (NULL: any scheme) + host + port
  * (0: the entry's scheme default), or NULL. Host compared case-insensitively. */
 const struct cfg_allow *route_allow_match(const struct cfg *cfg, const char *scheme,

@@ -56,6 +56,10 @@
       "Hits served from a blob found through the key's expected SHA-256")                 \
     X(expectations_registered, "edgecache_expectations_registered_total", "", "counter",  \
       "Expectations (key -> SHA-256, size) registered")                                   \
+    X(parent_fallbacks, "edgecache_parent_fallbacks_total", "", "counter",                \
+      "Fills that asked the origin after the parent failed (parent_fallback_to_origin)")  \
+    X(loops_refused, "edgecache_loops_refused_total", "", "counter",                      \
+      "Requests answered 508: their Via already held this node")                          \
     X(fills_in_flight, "edgecache_fills_in_flight", "", "gauge",                          \
       "Fills running now")                                                                \
     X(objects, "edgecache_objects", "", "gauge", "Blobs in the store")                    \

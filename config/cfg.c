@@ -241,6 +241,13 @@ static const struct cfg_option options[] = {
       .min = SECOND_MS, .max = HOUR_MS,
       .help = "an upstream that sends no byte for this long fails the fill",
       .offset = offsetof(struct cfg, stall_timeout_ms) },
+    { .name = "parent", .type = T_STRING, .def = "", .metavar = "URL",
+      .help = "the parent edgecache (http://host:port): every miss is fetched from it in "
+              "Delivery Optimization shape instead of from the origin",
+      .offset = offsetof(struct cfg, parent) },
+    { .name = "parent_fallback_to_origin", .type = T_BOOL, .def = "false",
+      .help = "when the parent fails, fetch from the origin (only where this layer can reach it)",
+      .offset = offsetof(struct cfg, parent_fallback_to_origin) },
     { .name = "advertise_url", .type = T_STRING, .def = "", .metavar = "URL",
       .help = "the URL children use to reach this cache's data plane, put into rewritten "
               "manifests (default: the Host the rewrite request came to)",

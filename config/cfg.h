@@ -82,6 +82,8 @@ struct cfg {
     struct cfg_route *routes;
     size_t n_routes;
     char *node_id;              /* default: the host name */
+    char *parent;               /* "" when none: misses go to the origin */
+    bool parent_fallback_to_origin;
     char *advertise_url;        /* "" when unset: children reach us at the request's Host */
     uint64_t connect_timeout_ms;
     uint64_t stall_timeout_ms;  /* upstream sends nothing for this long */

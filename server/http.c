@@ -434,14 +434,34 @@ static enum MHD_Result serve(struct http_req *r)
         r->kind = JOIN_COLLAPSED;
         e->stats.req_collapsed++;
     } else {
+        int status;
         r->fill = fills_start(e->fills, r->rt.key, r->rt.origin_url,
-                              lk.has_expectation ? &lk.expected : NULL, reason, sizeof reason);
+                              lk.has_expectation ? &lk.expected : NULL,
+                              header(r->conn, MHD_HTTP_HEADER_VIA), &status, reason,
+                              sizeof reason);
         if (!r->fill)
-            return respond_text(r, MHD_HTTP_SERVICE_UNAVAILABLE, reason);
+            return respond_text(r, (unsigned)status, reason);
         r->kind = JOIN_MISS;
         e->stats.req_miss++;
     }
     return serve_from_fill(r);
+}
+
+/* True when a Via field names node_id as a recipient ("1.1 node_id ..."). */
+static int via_holds(const char *via, const char *node_id)
+{
+    size_t n = strlen(node_id);
+    for (const char *p = via; p && *p;) {
+        p += strspn(p, " \t,");
+        const char *end = p + strcspn(p, ",");
+        const char *by = p + strcspn(p, " \t");       /* skip the protocol */
+        by += strspn(by, " \t");
+        if (by < end && strncasecmp(by, node_id, n) == 0
+            && (by + n == end || by[n] == ' ' || by[n] == '\t' || by[n] == ','))
+            return 1;
+        p = end;
+    }
+    return 0;
 }
 
 /* ---- MHD callbacks ---------------------------------------------------------------- */
@@ -476,6 +496,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         snprintf(reason, sizeof reason, "method %s is not allowed: edgecache serves GET and HEAD",
                  method);
         return respond_text(r, MHD_HTTP_METHOD_NOT_ALLOWED, reason);
+    }
+    if (via_holds(header(conn, MHD_HTTP_HEADER_VIA), r->e->cfg->node_id)) {
+        r->e->stats.loops_refused++;
+        snprintf(reason, sizeof reason, "loop: this request already passed through %s (Via); "
+                 "check the parent settings of the caches in its Via", r->e->cfg->node_id);
+        return respond_text(r, MHD_HTTP_LOOP_DETECTED, reason);
     }
     memset(&r->rt, 0, sizeof r->rt);
     switch (route_resolve(r->e->cfg, r->target, &r->rt, reason, sizeof reason)) {
