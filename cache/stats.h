@@ -58,6 +58,10 @@
       "Expectations (key -> SHA-256, size) registered")                                   \
     X(parent_fallbacks, "edgecache_parent_fallbacks_total", "", "counter",                \
       "Fills that asked the origin after the parent failed (parent_fallback_to_origin)")  \
+    X(parent_forwards_ok, "edgecache_parent_forwards_total", "result=\"ok\"", "counter",  \
+      "Manifests handed to the parent's control plane (parent_admin_url), by result")     \
+    X(parent_forwards_failed, "edgecache_parent_forwards_total", "result=\"failed\"",     \
+      "counter", "")                                                                      \
     X(loops_refused, "edgecache_loops_refused_total", "", "counter",                      \
       "Requests answered 508: their Via already held this node")                          \
     X(fills_in_flight, "edgecache_fills_in_flight", "", "gauge",                          \

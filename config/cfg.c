@@ -248,6 +248,13 @@ static const struct cfg_option options[] = {
     { .name = "parent_fallback_to_origin", .type = T_BOOL, .def = "false",
       .help = "when the parent fails, fetch from the origin (only where this layer can reach it)",
       .offset = offsetof(struct cfg, parent_fallback_to_origin) },
+    { .name = "parent_admin_url", .type = T_STRING, .def = "", .metavar = "URL",
+      .help = "the parent's control plane (http://host:port): manifests accepted here are "
+              "handed to it too, so it registers, prefetches and pins them",
+      .offset = offsetof(struct cfg, parent_admin_url) },
+    { .name = "parent_admin_token", .type = T_STRING, .def = "", .metavar = "TOKEN",
+      .help = "bearer token for parent_admin_url",
+      .offset = offsetof(struct cfg, parent_admin_token) },
     { .name = "advertise_url", .type = T_STRING, .def = "", .metavar = "URL",
       .help = "the URL children use to reach this cache's data plane, put into rewritten "
               "manifests (default: the Host the rewrite request came to)",

@@ -84,6 +84,8 @@ struct cfg {
     char *node_id;              /* default: the host name */
     char *parent;               /* "" when none: misses go to the origin */
     bool parent_fallback_to_origin;
+    char *parent_admin_url;     /* "" when none: manifests are not handed up */
+    char *parent_admin_token;
     char *advertise_url;        /* "" when unset: children reach us at the request's Host */
     uint64_t connect_timeout_ms;
     uint64_t stall_timeout_ms;  /* upstream sends nothing for this long */

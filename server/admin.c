@@ -80,6 +80,26 @@ static void fill_json(void *ctx, const struct fill_info *fi)
     json_array_append_new(ctx, o);
 }
 
+static void upstream_json(void *ctx, const struct fills_upstream *u)
+{
+    json_t *o = json_pack("{s:s, s:b, s:I}", "target", u->target, "up", u->up, "failures",
+                          (json_int_t)u->failures);
+    json_object_set_new(o, "last_success", u->last_ok ? json_integer(u->last_ok) : json_null());
+    json_object_set_new(o, "last_failure", u->last_fail ? json_integer(u->last_fail) : json_null());
+    json_array_append_new(ctx, o);
+}
+
+static void upstream_up_metric(void *ctx, const struct fills_upstream *u)
+{
+    fprintf(ctx, "edgecache_upstream_up{upstream=\"%s\"} %d\n", u->target, u->up);
+}
+
+static void upstream_ok_metric(void *ctx, const struct fills_upstream *u)
+{
+    fprintf(ctx, "edgecache_upstream_last_success_timestamp_seconds{upstream=\"%s\"} %lld\n",
+            u->target, (long long)u->last_ok);
+}
+
 static enum MHD_Result status_page(struct edge *e, struct MHD_Connection *c)
 {
     json_t *root = json_object();
@@ -97,6 +117,12 @@ static enum MHD_Result status_page(struct edge *e, struct MHD_Connection *c)
     json_object_set_new(root, "hit_ratio", json_real(served ? (double)hits / (double)served : 0.0));
     json_object_set_new(root, "counters", counters_json(&e->stats));
     json_object_set_new(root, "fills", fills);
+    json_t *ups = json_array();
+    if (e->fills)
+        fills_foreach_upstream(e->fills, upstream_json, ups);
+    json_object_set_new(root, "upstreams", ups);
+    json_object_set_new(root, "parent", e->cfg->parent && e->cfg->parent[0]
+                                            ? json_string(e->cfg->parent) : json_null());
     json_object_set_new(root, "deployments", api_deployments_json(e));
     char *text = json_dumps(root, JSON_INDENT(2));
     json_decref(root);
@@ -113,6 +139,15 @@ static enum MHD_Result metrics_page(struct edge *e, struct MHD_Connection *c)
     if (!out)
         return MHD_NO;
     stats_print_prometheus(&e->stats, out);
+    if (e->fills) {                 /* one family after the other */
+        fputs("# HELP edgecache_upstream_up Whether each upstream asked so far answers (1) "
+              "or not (0)\n# TYPE edgecache_upstream_up gauge\n", out);
+        fills_foreach_upstream(e->fills, upstream_up_metric, out);
+        fputs("# HELP edgecache_upstream_last_success_timestamp_seconds When it last "
+              "answered (0: never)\n"
+              "# TYPE edgecache_upstream_last_success_timestamp_seconds gauge\n", out);
+        fills_foreach_upstream(e->fills, upstream_ok_metric, out);
+    }
     fclose(out);
     return reply(c, MHD_HTTP_OK, "text/plain; version=0.0.4", text, len, MHD_RESPMEM_MUST_FREE);
 }

@@ -66,6 +66,13 @@ struct json_t *api_deployments_json(struct edge *e);
 /* 1 when url's origin is on the allow-list; else 0 and why names it. */
 int api_url_allowed(const struct cfg *cfg, const char *url, char *why, size_t whylen);
 
+/* Hands an accepted body to the parent's control plane (server/forward.c):
+ * call is the path and query there, e.g. "/api/v1/rewrite?prefetch=1".
+ * Returns at once; nothing happens without parent_admin_url. */
+void forward_to_parent(struct edge *e, const char *call, const char *body, size_t len);
+/* Abandons every forward in flight (shutdown). */
+void forward_stop_all(struct edge *e);
+
 /* Answers now: a short text, or JSON (takes ownership of json_text). */
 enum MHD_Result admin_reply_text(struct MHD_Connection *c, unsigned status, const char *text);
 enum MHD_Result admin_reply_json(struct MHD_Connection *c, unsigned status, char *json_text);

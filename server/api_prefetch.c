@@ -109,6 +109,7 @@ enum MHD_Result api_prefetch_urls(struct admin_req *req, json_t *list)
         ret = fail(req, 500, "out of memory");
         goto out;
     }
+    forward_to_parent(e, "/api/v1/prefetch", req->body, req->len);
     ret = answer_json(req, 202, json_pack("{s:s, s:I}", "deployment", id, "files", (json_int_t)n));
 out:
     for (size_t k = 0; k < n && k <= i; k++)

@@ -35,6 +35,8 @@ struct rewrite_job {
     int rc;
     int prefetch;                   /* fetch and pin every file */
     int answer_doc;                 /* /rewrite answers the document */
+    char *body;                     /* the request's, for the parent */
+    size_t body_len;
 };
 
 /* A detached manifest being fetched: what its files are joined with. */
@@ -261,6 +263,8 @@ static void rewrite_finish(struct admin_job *j)
     }
     j->e->stats.expectations_registered += x->n_exp;
     start_fetches(x);
+    forward_to_parent(j->e, x->prefetch ? "/api/v1/rewrite?prefetch=1" : "/api/v1/rewrite",
+                      x->body, x->body_len);
     if (!j->req)
         return;
     if (x->answer_doc) {
@@ -282,6 +286,7 @@ static void rewrite_destroy(struct admin_job *j)
     struct rewrite_job *x = (struct rewrite_job *)j;
     manifest_result_free(&x->res);
     free_expectations(x->exp, x->n_exp);
+    free(x->body);
     free(x);
 }
 
@@ -333,6 +338,11 @@ enum MHD_Result api_manifest(struct admin_req *req, int prefetch, int answer_doc
     }
     x->prefetch = prefetch;
     x->answer_doc = answer_doc;
+    if (req->e->cfg->parent_admin_url && req->e->cfg->parent_admin_url[0]
+        && (x->body = malloc(req->len + 1))) {
+        memcpy(x->body, req->body ? req->body : "", req->len);
+        x->body_len = req->len;
+    }
     x->base.run = rewrite_run;
     x->base.finish = rewrite_finish;
     x->base.destroy = rewrite_destroy;

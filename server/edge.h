@@ -24,6 +24,7 @@ struct index;
 struct fills;
 struct upstream;
 struct prefetch;
+struct forward;
 
 struct edge {
     const struct cfg *cfg;
@@ -34,6 +35,7 @@ struct edge {
     struct upstream *upstream;  /* owned */
     struct fills *fills;        /* owned */
     struct prefetch *prefetch;  /* owned */
+    struct forward *forwards;   /* manifests being handed to the parent (forward.c) */
     struct stats stats;
     struct MHD_Daemon *data_daemon;
     struct MHD_Daemon *admin_daemon;

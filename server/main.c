@@ -17,6 +17,7 @@
 #include "cache/index.h"
 #include "cache/prefetch.h"
 #include "cache/upstream.h"
+#include "server/admin.h"
 #include "server/cmd.h"
 #include "server/edge.h"
 #include "version.h"
@@ -63,6 +64,7 @@ static void edge_stop(struct edge *e)
     e->stopping = 1;
     log_msg(&e->log, LOG_INFO, "main", "stopping");
     prefetch_close(&e->prefetch);
+    forward_stop_all(e);
     http_stop(e);
     admin_stop(e);
     upstream_close(&e->upstream);

@@ -1,0 +1,154 @@
+/*
+ * forward — a child hands the manifests it accepts to its parent's control
+ * plane (DESIGN.md §4, manifest chaining): POST <parent_admin_url>/api/v1/
+ * rewrite[?prefetch=1] with the same body, so the parent registers the
+ * digests, and prefetches and pins when asked. Best effort and never on the
+ * child's answer path (a list of URLs goes to the parent's /api/v1/prefetch
+ * the same way): a forward runs on the loop's curl multi handle and is
+ * retried after 1, 2, 4 and 8 s before it is given up (and counted).
+ *
+ * A forward owns a copy of the body, its easy handle and its retry timer;
+ * it frees itself when it ends. Thread: loop thread.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cache/upstream.h"
+#include "server/admin.h"
+#include "version.h"
+
+#define FORWARD_ATTEMPTS 5
+
+struct forward {
+    struct upstream_xfer xfer;      /* first: the completion finds the forward */
+    struct edge *e;
+    char *body;
+    size_t len;
+    char url[600];
+    struct curl_slist *headers;
+    unsigned attempt;
+    uv_timer_t retry;
+    long status;
+    struct forward *next, *prev;    /* the edge's forwards in flight */
+};
+
+static void forward_closed(uv_handle_t *h)
+{
+    struct forward *f = h->data;
+    curl_easy_cleanup(f->xfer.easy);
+    curl_slist_free_all(f->headers);
+    free(f->body);
+    free(f);
+}
+
+static void forward_end(struct forward *f)
+{
+    struct edge *e = f->e;
+    if (f->prev)
+        f->prev->next = f->next;
+    else
+        e->forwards = f->next;
+    if (f->next)
+        f->next->prev = f->prev;
+    uv_timer_stop(&f->retry);
+    uv_close((uv_handle_t *)&f->retry, forward_closed);
+}
+
+void forward_stop_all(struct edge *e)
+{
+    while (e->forwards) {
+        struct forward *f = e->forwards;
+        if (e->upstream)
+            upstream_cancel(e->upstream, &f->xfer);
+        forward_end(f);
+    }
+}
+
+static void forward_try(uv_timer_t *t);
+
+/* The parent's answer (its own rewrite) is not needed. */
+static size_t discard(char *p, size_t size, size_t n, void *arg)
+{
+    (void)p, (void)arg;
+    return size * n;
+}
+
+static void forward_done(struct upstream_xfer *x, CURLcode result)
+{
+    struct forward *f = (struct forward *)x;
+    struct edge *e = f->e;
+    f->status = 0;
+    curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &f->status);
+    if (result == CURLE_OK && f->status >= 200 && f->status < 300) {
+        e->stats.parent_forwards_ok++;
+        log_msg(&e->log, LOG_INFO, "forward", "the parent accepted the manifest (%s: %ld)",
+                f->url, f->status);
+        forward_end(f);
+        return;
+    }
+    /* 4xx: the parent refuses this manifest; asking again changes nothing */
+    if (++f->attempt >= FORWARD_ATTEMPTS || e->stopping
+        || (result == CURLE_OK && f->status >= 400 && f->status < 500)) {
+        e->stats.parent_forwards_failed++;
+        log_msg(&e->log, LOG_WARN, "forward", "gave up handing the manifest to the parent "
+                "(%s): %s", f->url, result == CURLE_OK ? "it refused it" : curl_easy_strerror(result));
+        forward_end(f);
+        return;
+    }
+    uv_timer_start(&f->retry, forward_try, 1000u << (f->attempt - 1), 0);
+}
+
+static void forward_try(uv_timer_t *t)
+{
+    struct forward *f = t->data;
+    if (f->e->stopping || !f->e->upstream || upstream_start(f->e->upstream, &f->xfer) != 0) {
+        f->e->stats.parent_forwards_failed++;
+        forward_end(f);
+    }
+}
+
+void forward_to_parent(struct edge *e, const char *call, const char *body, size_t len)
+{
+    const struct cfg *cfg = e->cfg;
+    char auth[600];
+    if (!cfg->parent_admin_url || !cfg->parent_admin_url[0])
+        return;
+    struct forward *f = calloc(1, sizeof *f);
+    if (!f || !(f->body = malloc(len ? len : 1)) || !(f->xfer.easy = curl_easy_init())) {
+        if (f)
+            free(f->body);
+        free(f);
+        return;
+    }
+    memcpy(f->body, body, len);
+    f->len = len;
+    f->e = e;
+    size_t n = strlen(cfg->parent_admin_url);
+    while (n && cfg->parent_admin_url[n - 1] == '/')
+        n--;
+    snprintf(f->url, sizeof f->url, "%.*s%s", (int)n, cfg->parent_admin_url, call);
+    f->headers = curl_slist_append(NULL, "Content-Type: application/json");
+    if (cfg->parent_admin_token && cfg->parent_admin_token[0]) {
+        snprintf(auth, sizeof auth, "Authorization: Bearer %s", cfg->parent_admin_token);
+        f->headers = curl_slist_append(f->headers, auth);
+    }
+    CURL *c = f->xfer.easy;
+    f->xfer.done = forward_done;
+    curl_easy_setopt(c, CURLOPT_URL, f->url);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, f->body);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)f->len);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, f->headers);
+    curl_easy_setopt(c, CURLOPT_USERAGENT, "edgecache/" EDGECACHE_VERSION);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)cfg->connect_timeout_ms);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 60000L);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
+    uv_timer_init(e->loop, &f->retry);
+    f->retry.data = f;
+    f->next = e->forwards;
+    if (e->forwards)
+        e->forwards->prev = f;
+    e->forwards = f;
+    uv_timer_start(&f->retry, forward_try, 0, 0);
+}
