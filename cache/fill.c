@@ -18,10 +18,12 @@
 #include <unistd.h>
 
 #include "cache/digest.h"
+#include "cache/fresh.h"
 #include "cache/index.h"
 #include "cache/route.h"
 #include "cache/stats.h"
 #include "cache/store.h"
+#include "server/http_range.h"
 #include "version.h"
 
 #define FILL_MAGIC 0x46696c6cu
@@ -74,6 +76,15 @@ struct fill {
     char *origin_etag;
     int64_t last_modified;
     int passing;                    /* non-2xx: collecting the body to pass on */
+    /* Freshness (RFC 9111) and revalidation of a stored response. */
+    char *pending_cc, *pending_expires, *pending_date, *pending_age;
+    int no_store;                   /* no-store / private: stream, never commit */
+    int64_t fresh_until;            /* for the commit; INT64_MAX immutable */
+    int64_t stale_if_error;         /* the response's own bound, -1 none */
+    int revalidating;               /* asked with the stored validators */
+    char *cond_etag;                /* If-None-Match */
+    int64_t cond_lm;                /* If-Modified-Since, 0 none */
+    int not_modified;               /* the upstream answered 304 */
     char *pass_body;
     size_t pass_len;
     int stored;
@@ -140,6 +151,7 @@ static const char *const state_names[] = {
     [FILL_CONNECTING] = "connecting", [FILL_STREAMING] = "streaming",
     [FILL_PASS] = "pass",             [FILL_COMMITTING] = "committing",
     [FILL_DONE] = "done",             [FILL_FAILED] = "failed",
+    [FILL_REVALIDATED] = "revalidated",
 };
 
 const char *fill_state_name(enum fill_state s)
@@ -216,8 +228,8 @@ void fills_close(struct fills **fp)
         while (f->buckets[b]) {
             struct fill *fl = f->buckets[b];
             upstream_cancel(f->env.upstream, &fl->xfer);
-            if (fl->state == FILL_COMMITTING) {
-                /* the commit finishes on the pool and drops its reference */
+            if (fl->state == FILL_COMMITTING || fl->state == FILL_REVALIDATED) {
+                /* the pool work finishes and drops its reference */
                 table_remove(fl);
                 continue;
             }
@@ -318,6 +330,17 @@ static struct curl_slist *request_headers(const struct fill *fl, const char *if_
     if (if_range) {
         snprintf(line, sizeof line, "If-Range: %s", if_range);
         h = curl_slist_append(h, line);
+    } else if (fl->revalidating && fl->received == 0) {
+        if (fl->cond_etag) {
+            snprintf(line, sizeof line, "If-None-Match: %s", fl->cond_etag);
+            h = curl_slist_append(h, line);
+        }
+        if (fl->cond_lm > 0) {
+            char date[64];
+            http_date_format((time_t)fl->cond_lm, date, sizeof date);
+            snprintf(line, sizeof line, "If-Modified-Since: %s", date);
+            h = curl_slist_append(h, line);
+        }
     }
     return h;
 }
@@ -364,10 +387,11 @@ static int setup_easy(struct fill *fl)
     return 0;
 }
 
-struct fill *fills_start(struct fills *f, const char *key, const char *origin_url,
-                         const struct index_expected *expect, const char *via,
-                         int *status, char *reason, size_t reasonlen)
+struct fill *fills_start(struct fills *f, const struct fill_request *rq, int *status,
+                         char *reason, size_t reasonlen)
 {
+    const char *key = rq->key, *origin_url = rq->origin_url, *via = rq->via;
+    const struct index_expected *expect = rq->expect;
     *status = 503;
     struct fill *fl = calloc(1, sizeof *fl);
     if (!fl || !(fl->key = strdup(key)) || !(fl->origin_url = strdup(origin_url))) {
@@ -377,6 +401,11 @@ struct fill *fills_start(struct fills *f, const char *key, const char *origin_ur
     fl->magic = FILL_MAGIC;
     fl->owner = f;
     fl->exp_size = -1;
+    if (rq->stale && (rq->stale->origin_etag || rq->stale->last_modified > 0)) {
+        fl->revalidating = 1;
+        fl->cond_etag = rq->stale->origin_etag ? strdup(rq->stale->origin_etag) : NULL;
+        fl->cond_lm = rq->stale->last_modified;
+    }
     if (expect && digest_from_hex(expect->sha256, fl->exp_sha, sizeof fl->exp_sha) == 0) {
         fl->exp_sha_set = 1;
         fl->exp_size = expect->size;
@@ -434,6 +463,7 @@ fail:
         digest_free(&fl->md5);
         free(fl->fetch_url);
         free(fl->via);
+        free(fl->cond_etag);
         free(fl->key);
         free(fl->origin_url);
         free(fl);
@@ -554,6 +584,11 @@ static void fill_release(struct fill *fl)
     free(fl->origin_etag);
     free(fl->pass_body);
     free(fl->validator);
+    free(fl->cond_etag);
+    free(fl->pending_cc);
+    free(fl->pending_expires);
+    free(fl->pending_date);
+    free(fl->pending_age);
     free(fl->fetch_url);
     free(fl->via);
     free(fl->pending_lm);
@@ -718,9 +753,10 @@ static int header_is(const char *buf, size_t len, const char *name, const char *
 
 static void clear_pending(struct fill *fl)
 {
-    char **all[] = {&fl->origin_etag, &fl->pending_lm,     &fl->pending_crange,
-                    &fl->pending_repr, &fl->pending_digest, &fl->pending_md5,
-                    &fl->pending_msmd5};
+    char **all[] = {&fl->origin_etag,   &fl->pending_lm,      &fl->pending_crange,
+                    &fl->pending_repr,  &fl->pending_digest,  &fl->pending_md5,
+                    &fl->pending_msmd5, &fl->pending_cc,      &fl->pending_expires,
+                    &fl->pending_date,  &fl->pending_age};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
         free(*all[i]);
         *all[i] = NULL;
@@ -737,6 +773,10 @@ static void remember_header(struct fill *fl, const char *buf, size_t len)
         {"digest", offsetof(struct fill, pending_digest)},
         {"content-md5", offsetof(struct fill, pending_md5)},
         {"x-ms-blob-content-md5", offsetof(struct fill, pending_msmd5)},
+        {"cache-control", offsetof(struct fill, pending_cc)},
+        {"expires", offsetof(struct fill, pending_expires)},
+        {"date", offsetof(struct fill, pending_date)},
+        {"age", offsetof(struct fill, pending_age)},
     };
     const char *v;
     size_t n;
@@ -798,10 +838,29 @@ static void adopt_validator(struct fill *fl)
         fl->validator = strdup(fl->pending_lm);
 }
 
+/* How long what the upstream just said stays fresh. Content whose SHA-256
+ * is known, or from an origin listed in `immutable`, never goes stale. */
+static void evaluate_freshness(struct fill *fl, int64_t last_modified)
+{
+    const struct cfg *cfg = fl->owner->env.cfg;
+    struct fresh_input in = {
+        .cache_control = fl->pending_cc, .expires = fl->pending_expires,
+        .date = fl->pending_date, .age = fl->pending_age, .last_modified = last_modified,
+        .now = now_s(), .heuristic_max_age = (int64_t)(cfg->heuristic_max_age_ms / 1000),
+    };
+    struct fresh_result fr;
+    fresh_evaluate(&in, &fr);
+    fl->no_store = !fr.storable;
+    fl->stale_if_error = fr.stale_if_error;
+    fl->fresh_until = fl->exp_sha_set || route_immutable(cfg, fl->origin_url) ? FRESH_FOREVER
+                                                                            : fr.fresh_until;
+}
+
 /* The first 200: what the fill is. */
 static void first_answer(struct fill *fl, curl_off_t len)
 {
     const struct cfg *cfg = fl->owner->env.cfg;
+    evaluate_freshness(fl, fl->last_modified);
     fl->has_total = len >= 0;
     fl->total = len >= 0 ? (uint64_t)len : 0;
     adopt_upstream_digests(fl);
@@ -885,6 +944,11 @@ static void headers_done(struct fill *fl)
     curl_easy_getinfo(e, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &len);
     if (fl->state == FILL_STREAMING) {
         resume_answer(fl, len);
+        return;
+    }
+    if (fl->status == 304 && fl->revalidating) {
+        fl->not_modified = 1;           /* the stored response is still good */
+        evaluate_freshness(fl, fl->cond_lm);
         return;
     }
     curl_easy_getinfo(e, CURLINFO_FILETIME_T, &filetime);
@@ -1029,6 +1093,59 @@ static void end_pass(struct fill *fl)
     table_remove(fl);
     fill_wake_all(fl);
     fill_unref(&keep, NULL);
+}
+
+/* A 304: the stored response is fresh again. Its row is refreshed on the
+ * thread pool; readers serve it from the store. The fill stays in the table
+ * until the row is written, so a request that comes meanwhile joins it
+ * instead of revalidating once more. */
+struct refresh_req {
+    uv_work_t work;
+    struct fill *fill;              /* a reference */
+    int64_t now;
+};
+
+static void refresh_work(uv_work_t *w)
+{
+    struct refresh_req *r = w->data;
+    struct fill *fl = r->fill;
+    index_refresh_url(fl->owner->env.index, fl->key, fl->fresh_until, fl->stale_if_error, r->now);
+}
+
+static void refresh_after(uv_work_t *w, int status)
+{
+    struct refresh_req *r = w->data;
+    (void)status;
+    table_remove(r->fill);
+    fill_unref(&r->fill, NULL);
+    free(r);
+}
+
+static void end_revalidated(struct fill *fl)
+{
+    const struct fills_env *env = &fl->owner->env;
+    env->stats->revalidated++;
+    log_msg(env->log, LOG_DEBUG, "fill", "%s not modified: fresh again", fl->origin_url);
+    fill_set_state(fl, FILL_REVALIDATED);
+    struct refresh_req *r = calloc(1, sizeof *r);
+    if (r) {
+        r->fill = fl;
+        r->now = now_s();
+        fill_ref(fl);
+        r->work.data = r;
+    }
+    if (!r || uv_queue_work(env->loop, &r->work, refresh_work, refresh_after) != 0) {
+        if (r)
+            fill_unref(&r->fill, NULL);
+        free(r);
+        struct fill *keep = fl;
+        fill_ref(keep);
+        table_remove(fl);
+        fill_wake_all(fl);
+        fill_unref(&keep, NULL);
+        return;
+    }
+    fill_wake_all(fl);
 }
 
 static void fail_own(struct fill *fl)
@@ -1190,6 +1307,17 @@ static void finish(struct fill *fl)
         return;
     }
     digest_hex(bin, sizeof bin, fl->sha_hex);
+    if (fl->no_store) {             /* passed on whole, never stored */
+        log_msg(fl->owner->env.log, LOG_INFO, "fill", "%s: no-store or private: not stored",
+                fl->origin_url);
+        fill_set_state(fl, FILL_DONE);
+        struct fill *keep = fl;
+        fill_ref(keep);
+        table_remove(fl);
+        fill_wake_all(fl);
+        fill_unref(&keep, NULL);
+        return;
+    }
     fill_set_state(fl, FILL_COMMITTING);
     fl->work.data = fl;
     fill_ref(fl);                   /* the commit's reference */
@@ -1213,6 +1341,10 @@ static void on_done(struct upstream_xfer *x, CURLcode result)
     }
     if (fl->fatal) {
         fail_own(fl);
+        return;
+    }
+    if (fl->not_modified && result == CURLE_OK) {
+        end_revalidated(fl);
         return;
     }
     if (fl->state != FILL_STREAMING) {
@@ -1253,6 +1385,8 @@ static void commit_work(uv_work_t *w)
         .last_modified = fl->last_modified,
         .now = now_s(),
         .verified_by = verified_by(fl),
+        .fresh_until = fl->fresh_until,
+        .stale_if_error = fl->stale_if_error,
     };
     if (index_commit_object(env->index, &c, &fl->new_object) != 0)
         fl->commit_rc = -EIO;

@@ -47,6 +47,8 @@
  *                    are being written on the thread pool
  *   FILL_DONE        stored (or, after a disk error, complete but not stored)
  *   FILL_FAILED      the transfer failed; readers are aborted
+ *   FILL_REVALIDATED the upstream answered 304 to the stored response's
+ *                    validators: readers serve the stored response
  *
  * Thread: loop thread only (the commit itself runs on the libuv pool).
  */
@@ -72,6 +74,7 @@ enum fill_state {
     FILL_COMMITTING,
     FILL_DONE,
     FILL_FAILED,
+    FILL_REVALIDATED,
 };
 
 /* A reader waiting on a fill. Embedded in the reader's own struct. */
@@ -121,15 +124,25 @@ void fills_close(struct fills **f);
 struct fill *fills_find(struct fills *f, const char *key);
 struct index_expected;
 
-/* Starts a fill for key (there must be none); expect is the key's registered
- * expectation, or NULL; via is the client request's Via header, or NULL.
+/* Starts a fill for rq->key (there must be none); with rq->stale, the
+ * request carries its validators (If-None-Match, If-Modified-Since) and a 304
+ * ends the fill as FILL_REVALIDATED.
  * The fill asks the parent (in DO shape) when one is configured, else the
  * origin, and sends Via with this node added. Returns it with one reference
  * for the caller (in addition to the table's), or NULL with a reason and
  * the status to answer (502 while the upstream is known down, else 503). */
-struct fill *fills_start(struct fills *f, const char *key, const char *origin_url,
-                         const struct index_expected *expect, const char *via,
-                         int *status, char *reason, size_t reasonlen);
+struct index_entry;
+
+struct fill_request {
+    const char *key;
+    const char *origin_url;
+    const struct index_expected *expect;    /* the key's expectation, or NULL */
+    const char *via;                        /* the client request's Via, or NULL */
+    const struct index_entry *stale;        /* revalidate this stored response, or NULL */
+};
+
+struct fill *fills_start(struct fills *f, const struct fill_request *rq, int *status,
+                         char *reason, size_t reasonlen);
 
 /* What is known of each upstream asked so far (for /status, /metrics). */
 struct fills_upstream {

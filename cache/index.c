@@ -37,7 +37,7 @@
 #include <sqlite3.h>
 
 #define INDEX_MAGIC 0x1dec5e11u
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
 #define BUSY_TIMEOUT_MS 5000
 #define TOUCH_CAP 4096                  /* distinct digests in one batch */
 #define TOUCH_SLOTS (2 * TOUCH_CAP)     /* hash slots: a power of two */
@@ -51,6 +51,7 @@ enum wr_stmt {
     WR_INSERT_OBJECT,
     WR_REFRESH_OBJECT,
     WR_PUT_URL,
+    WR_REFRESH_URL,
     WR_TOUCH,
     WR_TOTALS,
     WR_FOREACH,
@@ -89,7 +90,11 @@ static const struct stmt_def wr_defs[WR_COUNT] = {
     [WR_PUT_URL] = {"store a URL",
         "INSERT OR REPLACE INTO urls"
         "(key, sha256, origin_url, content_type, last_modified, origin_etag,"
-        " stored_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"},
+        " stored_at, fresh_until, stale_if_error)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"},
+    [WR_REFRESH_URL] = {"refresh a URL's freshness",
+        "UPDATE urls SET fresh_until = ?2, stale_if_error = ?3, stored_at = ?4"
+        " WHERE key = ?1"},
     [WR_TOUCH] = {"record access times",
         "UPDATE objects SET last_access = max(last_access, ?2),"
         " hits = hits + ?3 WHERE sha256 = ?1"},
@@ -118,13 +123,13 @@ static const struct stmt_def wr_defs[WR_COUNT] = {
 
 static const struct stmt_def lookup_def = {"look up a key",
     "SELECT o.sha256, o.size, u.origin_url, u.content_type, u.origin_etag,"
-    " u.last_modified, u.stored_at"
+    " u.last_modified, u.stored_at, u.fresh_until, u.stale_if_error"
     " FROM urls u JOIN objects o ON o.sha256 = u.sha256 WHERE u.key = ?1"};
 
 static const struct stmt_def expect_def = {"look up an expectation",
     "SELECT sha256, size, source FROM expectations WHERE key = ?1"};
 
-/* Schema version 1. Keep in step with the table list in cache/index.h. */
+/* Schema version 2. Keep in step with the table list in cache/index.h. */
 static const char schema_sql[] =
     "CREATE TABLE IF NOT EXISTS objects("
     " sha256 TEXT PRIMARY KEY NOT NULL,"
@@ -141,7 +146,9 @@ static const char schema_sql[] =
     " content_type TEXT,"
     " last_modified INTEGER NOT NULL DEFAULT 0,"
     " origin_etag TEXT,"
-    " stored_at INTEGER NOT NULL);"
+    " stored_at INTEGER NOT NULL,"
+    " fresh_until INTEGER NOT NULL DEFAULT 9223372036854775807,"
+    " stale_if_error INTEGER NOT NULL DEFAULT -1);"
     "CREATE INDEX IF NOT EXISTS urls_by_sha256 ON urls(sha256);"
     "CREATE INDEX IF NOT EXISTS objects_by_last_access ON objects(last_access);"
     "CREATE TABLE IF NOT EXISTS expectations("
@@ -153,7 +160,14 @@ static const char schema_sql[] =
     " id TEXT PRIMARY KEY NOT NULL,"
     " created INTEGER NOT NULL,"
     " body TEXT);"
-    "PRAGMA user_version = 1;";
+    "PRAGMA user_version = 2;";
+
+/* Version 1 to 2: freshness of mutable content (RFC 9111). Rows stored by
+ * version 1 were served as immutable and stay so. */
+static const char migrate_v2_sql[] =
+    "ALTER TABLE urls ADD COLUMN fresh_until INTEGER NOT NULL DEFAULT 9223372036854775807;"
+    "ALTER TABLE urls ADD COLUMN stale_if_error INTEGER NOT NULL DEFAULT -1;"
+    "PRAGMA user_version = 2;";
 
 /* One remembered access: hits reads of sha since the last flush, the
  * latest at `last`. */
@@ -345,7 +359,8 @@ static int ensure_schema(struct index *idx, char *err, size_t errlen)
     if (version == SCHEMA_VERSION)
         return 0;
     if (sqlite3_exec(idx->wr, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK
-        || sqlite3_exec(idx->wr, schema_sql, NULL, NULL, NULL) != SQLITE_OK
+        || sqlite3_exec(idx->wr, version == 1 ? migrate_v2_sql : schema_sql, NULL, NULL,
+                        NULL) != SQLITE_OK
         || sqlite3_exec(idx->wr, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
         snprintf(err, errlen, "index %s: create the tables: %s", idx->path,
                  sqlite3_errmsg(idx->wr));
@@ -476,6 +491,8 @@ static int entry_from_row(sqlite3_stmt *st, struct index_entry *out)
     out->size = (uint64_t)sqlite3_column_int64(st, 1);
     out->last_modified = sqlite3_column_int64(st, 5);
     out->stored_at = sqlite3_column_int64(st, 6);
+    out->fresh_until = sqlite3_column_int64(st, 7);
+    out->stale_if_error = sqlite3_column_int64(st, 8);
     if (dup_column(st, 2, &out->origin_url) || dup_column(st, 3, &out->content_type)
         || dup_column(st, 4, &out->origin_etag)) {
         index_entry_free(out);
@@ -564,7 +581,9 @@ static int put_url(struct index *idx, const struct index_commit *c)
         | bind_text(st, 4, c->content_type)
         | sqlite3_bind_int64(st, 5, c->last_modified)
         | bind_text(st, 6, c->origin_etag)
-        | sqlite3_bind_int64(st, 7, c->now))
+        | sqlite3_bind_int64(st, 7, c->now)
+        | sqlite3_bind_int64(st, 8, c->fresh_until ? c->fresh_until : INT64_MAX)
+        | sqlite3_bind_int64(st, 9, c->stale_if_error ? c->stale_if_error : -1))
         return -1;
     return wr_run(idx, WR_PUT_URL);
 }
@@ -958,4 +977,21 @@ int index_deployment_foreach(struct index *idx, index_deployment_cb cb, void *ct
     sqlite3_reset(st);
     pthread_mutex_unlock(&idx->wr_lock);
     return stop ? stop : (rc == SQLITE_DONE ? 0 : -1);
+}
+
+int index_refresh_url(struct index *idx, const char *key, int64_t fresh_until,
+                      int64_t stale_if_error, int64_t now)
+{
+    sqlite3_stmt *st = idx->wr_stmt[WR_REFRESH_URL];
+    int rc;
+
+    assert(idx->magic == INDEX_MAGIC);
+    pthread_mutex_lock(&idx->wr_lock);
+    if (sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC) | sqlite3_bind_int64(st, 2, fresh_until)
+        | sqlite3_bind_int64(st, 3, stale_if_error) | sqlite3_bind_int64(st, 4, now))
+        rc = -1;
+    else
+        rc = wr_run(idx, WR_REFRESH_URL);
+    pthread_mutex_unlock(&idx->wr_lock);
+    return rc;
 }

@@ -7,7 +7,7 @@
  *           verified_by TEXT)
  *   urls(key TEXT PRIMARY KEY, sha256 TEXT REFERENCES objects, origin_url TEXT,
  *        content_type TEXT, last_modified INTEGER, origin_etag TEXT,
- *        stored_at INTEGER)
+ *        stored_at INTEGER, fresh_until INTEGER, stale_if_error INTEGER)
  *   expectations(key TEXT PRIMARY KEY, sha256 TEXT, size INTEGER, source TEXT)
  *   deployments(id TEXT PRIMARY KEY, created INTEGER, body TEXT)
  * plus the indexes urls(sha256) and objects(last_access). A urls row is
@@ -51,7 +51,9 @@ struct index_entry {
     char *content_type;         /* NULL when the origin sent none */
     char *origin_etag;          /* NULL when the origin sent none */
     int64_t last_modified;      /* 0 when unknown */
-    int64_t stored_at;
+    int64_t stored_at;          /* stored, or last revalidated */
+    int64_t fresh_until;        /* Unix seconds; INT64_MAX: immutable */
+    int64_t stale_if_error;     /* the response's own bound in seconds, -1 none */
 };
 
 /* Loop thread. Returns 1 and fills *out when key is stored, 0 when not,
@@ -70,6 +72,8 @@ struct index_commit {
     int64_t last_modified;      /* 0 when unknown */
     int64_t now;
     const char *verified_by;    /* e.g. "content-length", "repr-digest"; may be NULL */
+    int64_t fresh_until;        /* 0 or INT64_MAX: immutable */
+    int64_t stale_if_error;     /* seconds; 0 or -1: none given */
 };
 
 /* Thread pool. One transaction: insert or keep the objects row, insert or
@@ -137,6 +141,10 @@ struct index_expected {
 /* Loop thread. 1 and *out filled when key has an expectation, 0 when not,
  * -1 on a database error. */
 int index_expect_get(struct index *idx, const char *key, struct index_expected *out);
+
+/* Thread pool: a revalidation (304) made key fresh again. */
+int index_refresh_url(struct index *idx, const char *key, int64_t fresh_until,
+                      int64_t stale_if_error, int64_t now);
 
 /* ---- pins and deployments (thread pool, or start-up) ---------------------- */
 

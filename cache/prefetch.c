@@ -215,9 +215,11 @@ static void file_start(struct prefetch *p, struct pf_file *f)
     struct fill *fl = fills_find(p->env.fills, f->key);
     if (fl)
         fill_ref(fl);
-    else
-        fl = fills_start(p->env.fills, f->key, f->url, lk.has_expectation ? &lk.expected : NULL,
-                         NULL, &status, reason, sizeof reason);
+    else {
+        struct fill_request rq = {.key = f->key, .origin_url = f->url,
+                                  .expect = lk.has_expectation ? &lk.expected : NULL};
+        fl = fills_start(p->env.fills, &rq, &status, reason, sizeof reason);
+    }
     lookup_result_free(&lk);
     if (!fl) {
         file_end(f, NULL, reason);

@@ -545,13 +545,13 @@ static bool host_matches(const char *pattern, const char *host)
     return host[labels - 1] != '.';
 }
 
-const struct cfg_allow *route_allow_match(const struct cfg *cfg, const char *scheme,
-                                          const char *host, unsigned port)
+static const struct cfg_allow *entry_match(const struct cfg_allow *list, size_t n,
+                                           const char *scheme, const char *host, unsigned port)
 {
-    if (!cfg || !host)
+    if (!host)
         return NULL;
-    for (size_t i = 0; i < cfg->n_allow; i++) {
-        const struct cfg_allow *e = &cfg->allow[i];
+    for (size_t i = 0; i < n; i++) {
+        const struct cfg_allow *e = &list[i];
         unsigned deflt = default_port(e->scheme);
         unsigned entry_port = e->port ? e->port : deflt;
         if (scheme && strcasecmp(scheme, e->scheme) != 0)
@@ -562,6 +562,33 @@ const struct cfg_allow *route_allow_match(const struct cfg *cfg, const char *sch
             return e;
     }
     return NULL;
+}
+
+const struct cfg_allow *route_allow_match(const struct cfg *cfg, const char *scheme,
+                                          const char *host, unsigned port)
+{
+    return cfg ? entry_match(cfg->allow, cfg->n_allow, scheme, host, port) : NULL;
+}
+
+int route_immutable(const struct cfg *cfg, const char *origin_url)
+{
+    CURLU *u = curl_url();
+    char *scheme = NULL, *host = NULL, *port = NULL;
+    int hit = 0;
+    if (u && curl_url_set(u, CURLUPART_URL, origin_url, 0) == CURLUE_OK
+        && curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK
+        && curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK
+        && curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) == CURLUE_OK) {
+        for (char *c = host; *c; c++)
+            *c = (char)(*c >= 'A' && *c <= 'Z' ? *c + 32 : *c);
+        hit = entry_match(cfg->immutable, cfg->n_immutable, scheme, host,
+                          (unsigned)strtoul(port, NULL, 10)) != NULL;
+    }
+    curl_free(scheme);
+    curl_free(host);
+    curl_free(port);
+    curl_url_cleanup(u);
+    return hit;
 }
 
 char *route_do_url(const char *base, const char *origin_url)

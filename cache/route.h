@@ -82,6 +82,9 @@ char *route_key_for_url(const char *url);
  * asks its parent. malloc'd, or NULL when origin_url does not parse. */
 char *route_do_url(const char *base, const char *origin_url);
 
+/* True when origin_url's origin is listed in `immutable`. */
+int route_immutable(const struct cfg *cfg, const char *origin_url);
+
 /* The allow-list entry that admits scheme (NULL: any scheme) + host + port
  * (0: the entry's scheme default), or NULL. Host compared case-insensitively. */
 const struct cfg_allow *route_allow_match(const struct cfg *cfg, const char *scheme,

@@ -62,6 +62,10 @@
       "Manifests handed to the parent's control plane (parent_admin_url), by result")     \
     X(parent_forwards_failed, "edgecache_parent_forwards_total", "result=\"failed\"",     \
       "counter", "")                                                                      \
+    X(revalidated, "edgecache_revalidations_total", "result=\"not-modified\"", "counter", \
+      "Stale responses revalidated upstream, by result")                                  \
+    X(stale_served, "edgecache_stale_served_total", "", "counter",                        \
+      "Stale responses served because the upstream failed (stale-if-error)")              \
     X(loops_refused, "edgecache_loops_refused_total", "", "counter",                      \
       "Requests answered 508: their Via already held this node")                          \
     X(fills_in_flight, "edgecache_fills_in_flight", "", "gauge",                          \

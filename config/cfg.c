@@ -223,6 +223,23 @@ static const struct cfg_option options[] = {
               "matches any subdomain; without a port only the scheme's default",
       .offset = offsetof(struct cfg, allow),
       .count_offset = offsetof(struct cfg, n_allow) },
+    { .name = "immutable", .type = T_ALLOW,
+      .def = "http://*.dl.adu.microsoft.com, https://*.blob.core.windows.net",
+      .help = "origins (as in allow) whose content never changes under a URL: stored and "
+              "served without revalidation whatever their freshness headers say "
+              "(no-store and private still hold)",
+      .offset = offsetof(struct cfg, immutable),
+      .count_offset = offsetof(struct cfg, n_immutable) },
+    { .name = "heuristic_max_age", .type = T_DURATION, .def = "60s", .metavar = "DURATION",
+      .min = 0, .max = 86400000ull,
+      .help = "content with neither max-age nor Expires is fresh for 10% of its age since "
+              "Last-Modified, at most this long (0: always revalidated)",
+      .offset = offsetof(struct cfg, heuristic_max_age_ms) },
+    { .name = "stale_if_error", .type = T_DURATION, .def = "7d", .metavar = "DURATION",
+      .min = 0, .max = 31536000000ull,
+      .help = "how long past its freshness stored content is still served when the "
+              "upstream fails (a response's own stale-if-error may shorten it)",
+      .offset = offsetof(struct cfg, stale_if_error_ms) },
     { .name = "route", .type = T_ROUTE, .def = "",
       .help = "path prefixes served from an origin base URL, "
               "e.g. /debian/=http://deb.debian.org/debian/",
@@ -405,7 +422,7 @@ int cfg_parse_duration_ms(const char *s, uint64_t *out, char *err, size_t errlen
 {
     static const struct { const char *suffix; uint64_t ms; } units[] = {
         { "", SECOND_MS }, { "ms", 1 }, { "s", SECOND_MS },
-        { "m", MINUTE_MS }, { "h", HOUR_MS },
+        { "m", MINUTE_MS }, { "h", HOUR_MS }, { "d", 24 * HOUR_MS },
     };
     const char *rest;
     uint64_t n;
@@ -421,7 +438,7 @@ int cfg_parse_duration_ms(const char *s, uint64_t *out, char *err, size_t errlen
         return 0;
     }
     return errorf(err, errlen,
-                  "'%s' is not a duration (use e.g. 500ms, 10s, 2m, 1h; "
+                  "'%s' is not a duration (use e.g. 500ms, 10s, 2m, 1h, 7d; "
                   "a bare number is seconds)", s);
 }
 
@@ -834,7 +851,9 @@ static int set_enum(struct cfg *c, const struct cfg_option *o, const char *v,
 
 static void format_duration(uint64_t ms, char *buf, size_t len)
 {
-    if (ms && ms % HOUR_MS == 0)
+    if (ms && ms % (24 * HOUR_MS) == 0)
+        snprintf(buf, len, "%" PRIu64 "d", ms / (24 * HOUR_MS));
+    else if (ms && ms % HOUR_MS == 0)
         snprintf(buf, len, "%" PRIu64 "h", ms / HOUR_MS);
     else if (ms && ms % MINUTE_MS == 0)
         snprintf(buf, len, "%" PRIu64 "m", ms / MINUTE_MS);

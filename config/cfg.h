@@ -79,6 +79,10 @@ struct cfg {
     char *cache_dir;
     struct cfg_allow *allow;
     size_t n_allow;
+    struct cfg_allow *immutable; /* origins whose URLs never change content */
+    size_t n_immutable;
+    uint64_t heuristic_max_age_ms;
+    uint64_t stale_if_error_ms;
     struct cfg_route *routes;
     size_t n_routes;
     char *node_id;              /* default: the host name */

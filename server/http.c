@@ -50,6 +50,8 @@ struct http_req {
     struct fill *fill;              /* while waiting for the fill's headers */
     struct fill_waiter waiter;
     enum join_kind kind;
+    struct lookup_result stale;     /* a stored response being revalidated */
+    int has_stale;
     int is_head;
     int headers_seen;               /* the access handler was called once */
     uint64_t cache_bytes;           /* body bytes of a sendfile answer */
@@ -245,7 +247,8 @@ static enum MHD_Result answer_from_fd(struct http_req *r, int fd, const struct r
 /* ---- hits --------------------------------------------------------------------- */
 
 /* A hit (or a hit by hash): validators, range, then sendfile from the blob. */
-static enum MHD_Result serve_stored(struct http_req *r, struct lookup_result *lk)
+static enum MHD_Result serve_stored(struct http_req *r, struct lookup_result *lk,
+                                    const char *cache_status)
 {
     struct edge *e = r->e;
     int64_t now = (int64_t)time(NULL);
@@ -256,7 +259,8 @@ static enum MHD_Result serve_stored(struct http_req *r, struct lookup_result *lk
         .content_type = by_hash ? NULL : lk->entry.content_type,
         .last_modified = by_hash ? 0 : lk->entry.last_modified,
         .sha256_hex = sha,
-        .cache_status = by_hash ? "edgecache; hit; detail=by-hash" : "edgecache; hit",
+        .cache_status = cache_status ? cache_status
+                        : by_hash ? "edgecache; hit; detail=by-hash" : "edgecache; hit",
         .age = by_hash ? 0 : now - lk->entry.stored_at,
     };
     index_touch(e->index, sha, now);
@@ -392,20 +396,61 @@ static enum MHD_Result answer_streaming(struct http_req *r, const struct fill_in
     return queue(r, rr == HTTP_RANGE_OK ? MHD_HTTP_PARTIAL_CONTENT : MHD_HTTP_OK, resp, &rp);
 }
 
+/* ---- freshness: fresh hits, revalidation, stale-if-error ------------------------- */
+
+static int is_fresh(const struct index_entry *ent, int64_t now)
+{
+    return ent->fresh_until == INT64_MAX || now < ent->fresh_until;
+}
+
+/* The stale response kept while its revalidation runs may stand in for an
+ * upstream that failed: within stale_if_error (the config's bound, or the
+ * response's own when shorter). */
+static int stale_usable(const struct http_req *r, int64_t now)
+{
+    if (!r->has_stale)
+        return 0;
+    const struct index_entry *ent = &r->stale.entry;
+    int64_t bound = (int64_t)(r->e->cfg->stale_if_error_ms / 1000);
+    if (ent->stale_if_error >= 0 && ent->stale_if_error < bound)
+        bound = ent->stale_if_error;
+    return now - ent->fresh_until <= bound;
+}
+
+static enum MHD_Result serve_stale(struct http_req *r, const char *cache_status)
+{
+    r->e->stats.stale_served++;
+    log_msg(&r->e->log, LOG_INFO, "http", "%s: the upstream failed; served stale", r->rt.key);
+    return serve_stored(r, &r->stale, cache_status);
+}
+
 static enum MHD_Result serve_from_fill(struct http_req *r)
 {
     struct fill_info fi;
     fill_info(r->fill, &fi);
     enum MHD_Result ret;
+    int64_t now = (int64_t)time(NULL);
     switch (fi.state) {
     case FILL_CONNECTING:
         wait_for_fill(r);
         return MHD_YES;
+    case FILL_REVALIDATED:
+        if (r->has_stale)
+            ret = serve_stored(r, &r->stale, "edgecache; fwd=stale; fwd-status=304");
+        else
+            ret = respond_text(r, 503, "the stored response was revalidated meanwhile: ask again");
+        break;
     case FILL_FAILED:
-        ret = respond_text(r, fi.error_status ? (unsigned)fi.error_status : 502, fi.error);
+        if (stale_usable(r, now))
+            ret = serve_stale(r, "edgecache; fwd=stale; detail=stale-if-error");
+        else
+            ret = respond_text(r, fi.error_status ? (unsigned)fi.error_status : 502, fi.error);
         break;
     case FILL_PASS:
-        ret = answer_pass(r, &fi);
+        if (fi.status >= 500 && stale_usable(r, now))
+            ret = serve_stale(r, "edgecache; fwd=stale; detail=stale-if-error");
+        else
+            ret = answer_pass(r, &fi);
         break;
     default:
         ret = answer_streaming(r, &fi);
@@ -423,10 +468,17 @@ static enum MHD_Result serve(struct http_req *r)
     struct lookup_result lk;
     struct lookup_env env = {e->loop, &e->store, e->index, &e->log};
     lookup_key(&env, r->rt.key, r->rt.origin_url, &lk);
-    if (lk.kind != LOOKUP_MISS) {
-        ret = serve_stored(r, &lk);
+    if (lk.kind == LOOKUP_BY_HASH
+        || (lk.kind == LOOKUP_HIT && is_fresh(&lk.entry, (int64_t)time(NULL)))) {
+        ret = serve_stored(r, &lk, NULL);
         lookup_result_free(&lk);
         return ret;
+    }
+    if (lk.kind == LOOKUP_HIT) {    /* stale: kept while it is revalidated */
+        r->stale = lk;
+        r->has_stale = 1;
+        lk.kind = LOOKUP_MISS;
+        lk.fd = -1;
     }
     r->fill = fills_find(e->fills, r->rt.key);
     if (r->fill) {
@@ -435,10 +487,15 @@ static enum MHD_Result serve(struct http_req *r)
         e->stats.req_collapsed++;
     } else {
         int status;
-        r->fill = fills_start(e->fills, r->rt.key, r->rt.origin_url,
-                              lk.has_expectation ? &lk.expected : NULL,
-                              header(r->conn, MHD_HTTP_HEADER_VIA), &status, reason,
-                              sizeof reason);
+        struct fill_request rq = {
+            .key = r->rt.key, .origin_url = r->rt.origin_url,
+            .expect = lk.has_expectation ? &lk.expected : NULL,
+            .via = header(r->conn, MHD_HTTP_HEADER_VIA),
+            .stale = r->has_stale ? &r->stale.entry : NULL,
+        };
+        r->fill = fills_start(e->fills, &rq, &status, reason, sizeof reason);
+        if (!r->fill && stale_usable(r, (int64_t)time(NULL)))
+            return serve_stale(r, "edgecache; fwd=stale; detail=stale-if-error");
         if (!r->fill)
             return respond_text(r, (unsigned)status, reason);
         r->kind = JOIN_MISS;
@@ -540,6 +597,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK && r->cache_bytes_counter)
         *r->cache_bytes_counter += r->cache_bytes;
     fill_unref(&r->fill, &r->waiter);
+    if (r->has_stale)
+        lookup_result_free(&r->stale);
     if (r->routed)
         route_target_free(&r->rt);
     free(r->target);

@@ -127,7 +127,7 @@ static void open_creates_schema(void **state)
     struct fixture *f = *state;
 
     index_close(&f->idx);
-    assert_int_equal(query(f->path, "PRAGMA user_version"), 1);
+    assert_int_equal(query(f->path, "PRAGMA user_version"), 2);
     assert_int_equal(query(f->path, "SELECT count(*) FROM sqlite_schema WHERE type = 'table'"
                                     " AND name IN ('objects', 'urls', 'expectations',"
                                     " 'deployments')"), 4);
@@ -484,14 +484,58 @@ static void newer_schema_is_refused(void **state)
     char err[512] = "";
 
     index_close(&f->idx);
-    exec(f->path, "PRAGMA user_version = 2");
+    exec(f->path, "PRAGMA user_version = 3");
     assert_int_equal(index_open(&idx, f->path, NULL, err, sizeof err), -1);
     assert_null(idx);
     assert_non_null(strstr(err, f->path));
     assert_non_null(strstr(err, "newer"));
-    assert_non_null(strstr(err, "version 2"));
+    assert_non_null(strstr(err, "version 3"));
     /* the file is left as it was */
+    assert_int_equal(query(f->path, "PRAGMA user_version"), 3);
+}
+
+/* A version-1 index (before freshness) is migrated in place: its rows keep
+ * being served as immutable. */
+static void version_1_is_migrated(void **state)
+{
+    struct fixture *f = *state;
+    struct index_entry e;
+    char err[512] = "";
+    static const char sha[] = "1111111111111111111111111111111111111111111111111111111111111111";
+
+    index_close(&f->idx);
+    unlink(f->path);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
+                                     NULL), SQLITE_OK);
+    sqlite3_close(db);
+    exec(f->path, "CREATE TABLE objects(sha256 TEXT PRIMARY KEY NOT NULL, size INTEGER NOT NULL,"
+                  " created INTEGER NOT NULL, last_access INTEGER NOT NULL, hits INTEGER NOT NULL"
+                  " DEFAULT 0, pinned INTEGER NOT NULL DEFAULT 0, verified_by TEXT) WITHOUT ROWID;"
+                  "CREATE TABLE urls(key TEXT PRIMARY KEY NOT NULL, sha256 TEXT NOT NULL,"
+                  " origin_url TEXT NOT NULL, content_type TEXT, last_modified INTEGER NOT NULL"
+                  " DEFAULT 0, origin_etag TEXT, stored_at INTEGER NOT NULL);"
+                  "CREATE TABLE expectations(key TEXT PRIMARY KEY NOT NULL, sha256 TEXT NOT NULL,"
+                  " size INTEGER, source TEXT);"
+                  "CREATE TABLE deployments(id TEXT PRIMARY KEY NOT NULL, created INTEGER NOT NULL,"
+                  " body TEXT);"
+                  "INSERT INTO objects VALUES('1111111111111111111111111111111111111111111111111111111111111111',"
+                  " 5, 1, 1, 0, 0, NULL);"
+                  "INSERT INTO urls VALUES('http://h/x', '1111111111111111111111111111111111111111111111111111111111111111',"
+                  " 'http://h/x', NULL, 0, NULL, 7);"
+                  "PRAGMA user_version = 1;");
+    assert_int_equal(index_open(&f->idx, f->path, NULL, err, sizeof err), 0);
     assert_int_equal(query(f->path, "PRAGMA user_version"), 2);
+    assert_int_equal(index_lookup(f->idx, "http://h/x", &e), 1);
+    assert_string_equal(e.sha256, sha);
+    assert_true(e.fresh_until == INT64_MAX);
+    assert_true(e.stale_if_error == -1);
+    assert_int_equal(e.stored_at, 7);
+    index_entry_free(&e);
+    assert_int_equal(index_refresh_url(f->idx, "http://h/x", 1000, 60, 900), 0);
+    assert_int_equal(index_lookup(f->idx, "http://h/x", &e), 1);
+    assert_true(e.fresh_until == 1000 && e.stale_if_error == 60 && e.stored_at == 900);
+    index_entry_free(&e);
 }
 
 static void a_file_that_is_no_database_is_refused(void **state)
@@ -590,6 +634,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(open_creates_schema, setup, teardown),
+        cmocka_unit_test_setup_teardown(version_1_is_migrated, setup, teardown),
         cmocka_unit_test_setup_teardown(open_uses_wal, setup, teardown),
         cmocka_unit_test_setup_teardown(commit_then_lookup_returns_every_field, setup, teardown),
         cmocka_unit_test_setup_teardown(lookup_returns_nulls_as_nulls, setup, teardown),
