@@ -52,6 +52,7 @@ enum wr_stmt {
     WR_REFRESH_OBJECT,
     WR_PUT_URL,
     WR_REFRESH_URL,
+    WR_DROP_URL,
     WR_TOUCH,
     WR_TOTALS,
     WR_FOREACH,
@@ -92,6 +93,7 @@ static const struct stmt_def wr_defs[WR_COUNT] = {
         "(key, sha256, origin_url, content_type, last_modified, origin_etag,"
         " stored_at, fresh_until, stale_if_error)"
         " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"},
+    [WR_DROP_URL] = {"forget a URL", "DELETE FROM urls WHERE key = ?1"},
     [WR_REFRESH_URL] = {"refresh a URL's freshness",
         "UPDATE urls SET fresh_until = ?2, stale_if_error = ?3, stored_at = ?4"
         " WHERE key = ?1"},
@@ -992,6 +994,21 @@ int index_refresh_url(struct index *idx, const char *key, int64_t fresh_until,
         rc = -1;
     else
         rc = wr_run(idx, WR_REFRESH_URL);
+    pthread_mutex_unlock(&idx->wr_lock);
+    return rc;
+}
+
+int index_drop_url(struct index *idx, const char *key)
+{
+    sqlite3_stmt *st = idx->wr_stmt[WR_DROP_URL];
+    int rc;
+
+    assert(idx->magic == INDEX_MAGIC);
+    pthread_mutex_lock(&idx->wr_lock);
+    if (sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC))
+        rc = -1;
+    else
+        rc = wr_run(idx, WR_DROP_URL);
     pthread_mutex_unlock(&idx->wr_lock);
     return rc;
 }

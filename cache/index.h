@@ -146,6 +146,10 @@ int index_expect_get(struct index *idx, const char *key, struct index_expected *
 int index_refresh_url(struct index *idx, const char *key, int64_t fresh_until,
                       int64_t stale_if_error, int64_t now);
 
+/* Thread pool: forget key's stored response (an unsafe method succeeded on
+ * its URL, RFC 9111 §4.4). The blob stays for other URLs or eviction. */
+int index_drop_url(struct index *idx, const char *key);
+
 /* ---- pins and deployments (thread pool, or start-up) ---------------------- */
 
 /* objects.pinned += delta (never below 0). A pinned object is kept by

@@ -66,6 +66,10 @@
       "Stale responses revalidated upstream, by result")                                  \
     X(stale_served, "edgecache_stale_served_total", "", "counter",                        \
       "Stale responses served because the upstream failed (stale-if-error)")              \
+    X(relayed, "edgecache_relayed_total", "", "counter",                                  \
+      "Requests with other methods relayed to the origin uncached")                       \
+    X(invalidations, "edgecache_invalidations_total", "", "counter",                      \
+      "Stored responses forgotten after a successful unsafe method on their URL")         \
     X(loops_refused, "edgecache_loops_refused_total", "", "counter",                      \
       "Requests answered 508: their Via already held this node")                          \
     X(fills_in_flight, "edgecache_fills_in_flight", "", "gauge",                          \

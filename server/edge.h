@@ -25,6 +25,7 @@ struct fills;
 struct upstream;
 struct prefetch;
 struct forward;
+struct relay;
 
 struct edge {
     const struct cfg *cfg;
@@ -36,6 +37,7 @@ struct edge {
     struct fills *fills;        /* owned */
     struct prefetch *prefetch;  /* owned */
     struct forward *forwards;   /* manifests being handed to the parent (forward.c) */
+    struct relay *relays;       /* other methods being relayed (relay.c) */
     struct stats stats;
     struct MHD_Daemon *data_daemon;
     struct MHD_Daemon *admin_daemon;

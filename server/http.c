@@ -32,6 +32,7 @@
 #include "cache/route.h"
 #include "server/edge.h"
 #include "server/http_range.h"
+#include "server/relay.h"
 #include "version.h"
 
 #define REQ_MAGIC 0x52657121u
@@ -50,6 +51,9 @@ struct http_req {
     struct fill *fill;              /* while waiting for the fill's headers */
     struct fill_waiter waiter;
     enum join_kind kind;
+    struct relay *relay;            /* a method other than GET/HEAD being relayed */
+    unsigned refuse_status;         /* decided when the request came; answered after its body */
+    char *refuse_reason;
     struct lookup_result stale;     /* a stored response being revalidated */
     int has_stale;
     int is_head;
@@ -523,17 +527,53 @@ static int via_holds(const char *via, const char *node_id)
 
 /* ---- MHD callbacks ---------------------------------------------------------------- */
 
+/* What a new request is: 0 to serve it (GET, HEAD) or relay it (r->relay
+ * set), else the status to refuse it with (reason filled). */
+static unsigned decide(struct http_req *r, const char *method, char *reason, size_t len)
+{
+    int get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+    if (via_holds(header(r->conn, MHD_HTTP_HEADER_VIA), r->e->cfg->node_id)) {
+        r->e->stats.loops_refused++;
+        snprintf(reason, len, "loop: this request already passed through %s (Via); "
+                 "check the parent settings of the caches in its Via", r->e->cfg->node_id);
+        return MHD_HTTP_LOOP_DETECTED;
+    }
+    memset(&r->rt, 0, sizeof r->rt);
+    switch (route_resolve(r->e->cfg, r->target, &r->rt, reason, len)) {
+    case ROUTE_OK:
+        break;
+    case ROUTE_FORBIDDEN:
+        return MHD_HTTP_FORBIDDEN;
+    case ROUTE_NOT_FOUND:
+        return MHD_HTTP_NOT_FOUND;
+    default:
+        return MHD_HTTP_BAD_REQUEST;
+    }
+    if (get)
+        return 0;
+    if (r->rt.shape == ROUTE_SHAPE_DO) {
+        snprintf(reason, len, "method %s is not allowed on a Delivery Optimization request: "
+                 "edgecache serves GET and HEAD there (other methods are relayed on routes "
+                 "and as a forward proxy)", method);
+        return MHD_HTTP_METHOD_NOT_ALLOWED;
+    }
+    r->relay = relay_start(r->e, r->conn, method, &r->rt, reason, len);
+    return r->relay ? 0 : MHD_HTTP_BAD_GATEWAY;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version,
                                   const char *upload, size_t *upload_size, void **req_cls)
 {
     struct http_req *r = *req_cls;
     char reason[512];
-    (void)cls, (void)url, (void)version, (void)upload;
+    (void)cls, (void)url, (void)version, (void)conn;
     if (!r || r->magic != REQ_MAGIC)
         return MHD_NO;
     if (r->fill)                    /* resumed: the fill moved on */
         return serve_from_fill(r);
+    if (r->relay)
+        return relay_continue(r->relay, upload, upload_size);
     if (!r->headers_seen) {
         /* MHD closes the connection after an answer queued from the first
          * call (it has not yet read the request to its end): answer from
@@ -541,36 +581,22 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->headers_seen = 1;
         return MHD_YES;
     }
-    if (*upload_size) {             /* a request body: read and dropped */
+    if (!r->routed) {
+        r->routed = 1;
+        r->is_head = strcmp(method, "HEAD") == 0;
+        r->refuse_status = decide(r, method, reason, sizeof reason);
+        if (r->refuse_status && !(r->refuse_reason = strdup(reason)))
+            return MHD_NO;
+        if (r->relay)
+            return relay_continue(r->relay, upload, upload_size);
+    }
+    if (*upload_size) {             /* a body nobody relays: read and dropped */
         *upload_size = 0;
         return MHD_YES;
     }
-    if (r->routed)
-        return MHD_NO;
-    r->routed = 1;
-    r->is_head = strcmp(method, "HEAD") == 0;
-    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
-        snprintf(reason, sizeof reason, "method %s is not allowed: edgecache serves GET and HEAD",
-                 method);
-        return respond_text(r, MHD_HTTP_METHOD_NOT_ALLOWED, reason);
-    }
-    if (via_holds(header(conn, MHD_HTTP_HEADER_VIA), r->e->cfg->node_id)) {
-        r->e->stats.loops_refused++;
-        snprintf(reason, sizeof reason, "loop: this request already passed through %s (Via); "
-                 "check the parent settings of the caches in its Via", r->e->cfg->node_id);
-        return respond_text(r, MHD_HTTP_LOOP_DETECTED, reason);
-    }
-    memset(&r->rt, 0, sizeof r->rt);
-    switch (route_resolve(r->e->cfg, r->target, &r->rt, reason, sizeof reason)) {
-    case ROUTE_OK:
-        return serve(r);
-    case ROUTE_FORBIDDEN:
-        return respond_text(r, MHD_HTTP_FORBIDDEN, reason);
-    case ROUTE_NOT_FOUND:
-        return respond_text(r, MHD_HTTP_NOT_FOUND, reason);
-    default:
-        return respond_text(r, MHD_HTTP_BAD_REQUEST, reason);
-    }
+    if (r->refuse_status)
+        return respond_text(r, r->refuse_status, r->refuse_reason);
+    return serve(r);
 }
 
 static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
@@ -599,6 +625,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     fill_unref(&r->fill, &r->waiter);
     if (r->has_stale)
         lookup_result_free(&r->stale);
+    relay_release(&r->relay);
+    free(r->refuse_reason);
     if (r->routed)
         route_target_free(&r->rt);
     free(r->target);
@@ -643,6 +671,7 @@ void http_stop(struct edge *e)
         return;
     /* Failing the fills wakes (resumes) every waiting connection; two runs
      * let MHD act on the resumes before the daemon stops. */
+    relay_stop_all(e);
     fills_close(&e->fills);
     mhduv_run(&e->data_uv);
     mhduv_run(&e->data_uv);

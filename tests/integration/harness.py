@@ -355,15 +355,18 @@ http {{
     server {{
         listen 127.0.0.1:{port};
         root {d}/docroot;
+{server_conf}
     }}
 }}
 """
 
 
 class Nginx:
-    """Debian's nginx serving a docroot under its own directory."""
+    """Debian's nginx serving a docroot under its own directory.
+    server_conf: extra directives for the server block (say locations that
+    add Cache-Control headers), written as nginx reads them."""
 
-    def __init__(self, workdir):
+    def __init__(self, workdir, server_conf=""):
         self.dir = os.path.join(workdir, "nginx")
         self.docroot = os.path.join(self.dir, "docroot")
         os.makedirs(self.docroot)
@@ -377,7 +380,8 @@ class Nginx:
         # read a private temp dir.
         user = "user root;" if os.geteuid() == 0 else ""
         with open(conf, "w") as f:
-            f.write(NGINX_CONF.format(d=self.dir, port=self.port, user=user))
+            f.write(NGINX_CONF.format(d=self.dir, port=self.port, user=user,
+                                      server_conf=server_conf))
         self.process = Process([NGINX, "-p", self.dir, "-c", conf, "-e", self.error_log],
                                os.path.join(self.dir, "nginx.out"), grace=5.0)
         try:
@@ -439,11 +443,15 @@ class Edgecache:
     """The daemon under test. Ports are chosen once and kept across
     restart(), like the cache dir."""
 
-    def __init__(self, binary, workdir, name, cache_dir, allow, args):
+    def __init__(self, binary, workdir, name, cache_dir, allow, args, mutable=False):
         self.binary = binary
         self.cache_dir = cache_dir
         self.allow = list(allow)
         self.args = list(args)
+        # The test origins stand in for update CDNs, whose content never
+        # changes under a URL: they are listed as immutable too, unless the
+        # test is about HTTP freshness (mutable=True) or lists its own.
+        self.mutable = mutable
         self.port = free_port()
         self.admin_port = free_port()
         self.log_path = os.path.join(workdir, "%s.log" % name)
@@ -463,6 +471,8 @@ class Edgecache:
                 "--log-level", "debug"]
         if self.allow:
             argv += ["--allow", ",".join(self.allow)]
+            if not self.mutable and "--immutable" not in self.args:
+                argv += ["--immutable", ",".join(self.allow)]
         return argv + self.args
 
     def start(self, ready_timeout=10):

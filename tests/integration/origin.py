@@ -320,11 +320,44 @@ class Handler(BaseHTTPRequestHandler):
             self.server.objects.reset()
             self.reply_text(200, "reset\n")
             return
-        length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)
-        self.server.ledger.open("POST", self.path, None)
-        self.reply_text(200, "posted\n")
+        self.take_body()
+
+    def do_PUT(self):
+        self.take_body()
+
+    def do_PATCH(self):
+        self.take_body()
+
+    def do_DELETE(self):
+        self.take_body()
+
+    def read_body(self):
+        """The request body, by Content-Length or chunked."""
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            out = bytearray()
+            while True:
+                size = int(self.rfile.readline().split(b";")[0], 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return bytes(out)
+                out += self.rfile.read(size)
+                self.rfile.readline()
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def take_body(self):
+        """Any method with a body: records its SHA-256 and length (and the
+        Via it came with) and answers 201 with them as JSON; ?status=N
+        answers N instead."""
+        body = self.read_body()
+        rec = self.server.ledger.open(self.command, self.path, None)
+        digest = hashlib.sha256(body).hexdigest()
+        self.server.ledger.update(rec, body_sha256=digest, body_len=len(body),
+                                  via=self.headers.get("Via"),
+                                  content_type=self.headers.get("Content-Type"), end=time.monotonic())
+        q = {k: v[-1] for k, v in parse_qs(urlsplit(self.path).query).items()}
+        status = int(q.get("status", 201))
+        self.reply_json({"received": len(body), "sha256": digest}, status)
 
     def route(self, send_body):
         if self.path.startswith("/_stats"):
@@ -482,9 +515,9 @@ class Handler(BaseHTTPRequestHandler):
         if send_body:
             self.wfile.write(data)
 
-    def reply_json(self, obj):
+    def reply_json(self, obj, status=200):
         data = json.dumps(obj).encode()
-        self.send_response(200)
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()

@@ -37,7 +37,7 @@ def statuses(nginx, uri):
 
 
 def test_no_store_and_private_are_not_stored(edgecache, origin_rfc):
-    ec = edgecache(allow=[origin_rfc.base])
+    ec = edgecache(allow=[origin_rfc.base], mutable=True)
     for path in ("/nostore/a.bin", "/private/b.bin"):
         origin_rfc.put(path.lstrip("/"), b"x" * 1000)
         for _ in range(2):
@@ -49,7 +49,7 @@ def test_no_store_and_private_are_not_stored(edgecache, origin_rfc):
 
 
 def test_max_age_expiry_is_revalidated_with_a_304(edgecache, origin_rfc):
-    ec = edgecache(allow=[origin_rfc.base])
+    ec = edgecache(allow=[origin_rfc.base], mutable=True)
     origin_rfc.put("short/c.bin", b"version 1" * 100)
     target = do_target("/short/c.bin", origin_rfc.host)
     assert ec.get(target).status == 200
@@ -74,7 +74,7 @@ def test_max_age_expiry_is_revalidated_with_a_304(edgecache, origin_rfc):
 
 
 def test_stale_if_error_serves_stale_when_the_origin_is_down(edgecache, origin_rfc):
-    ec = edgecache(allow=[origin_rfc.base], args=["--connect-timeout", "1s"])
+    ec = edgecache(allow=[origin_rfc.base], mutable=True, args=["--connect-timeout", "1s"])
     origin_rfc.put("sie/d.bin", b"keep me" * 50)
     target = do_target("/sie/d.bin", origin_rfc.host)
     assert ec.get(target).status == 200
@@ -91,7 +91,7 @@ def test_stale_if_error_serves_stale_when_the_origin_is_down(edgecache, origin_r
 
 
 def test_stale_beyond_the_configured_bound_is_not_served(edgecache, origin_rfc):
-    ec = edgecache(allow=[origin_rfc.base], args=["--stale-if-error", "0s"])
+    ec = edgecache(allow=[origin_rfc.base], mutable=True, args=["--stale-if-error", "0s"])
     origin_rfc.put("sie/e.bin", b"e" * 10)
     target = do_target("/sie/e.bin", origin_rfc.host)
     assert ec.get(target).status == 200
@@ -102,7 +102,7 @@ def test_stale_beyond_the_configured_bound_is_not_served(edgecache, origin_rfc):
 
 
 def test_heuristic_freshness_is_bounded(edgecache, origin_rfc):
-    ec = edgecache(allow=[origin_rfc.base], args=["--heuristic-max-age", "2s"])
+    ec = edgecache(allow=[origin_rfc.base], mutable=True, args=["--heuristic-max-age", "2s"])
     path = origin_rfc.put("plain/f.bin", b"f" * 100)
     old = time.time() - 10 * 86400                       # 10% of 10 days is far above 2 s
     os.utime(path, (old, old))
@@ -118,7 +118,7 @@ def test_heuristic_freshness_is_bounded(edgecache, origin_rfc):
 
 def test_immutable_origins_and_known_digests_are_never_revalidated(edgecache, origin_rfc):
     # no-cache would revalidate every request, but the origin is listed as immutable
-    ec = edgecache(allow=[origin_rfc.base], args=["--immutable", origin_rfc.base])
+    ec = edgecache(allow=[origin_rfc.base], mutable=True, args=["--immutable", origin_rfc.base])
     origin_rfc.put("nocache/g.bin", b"g" * 100)
     target = do_target("/nocache/g.bin", origin_rfc.host)
     for _ in range(3):
@@ -126,7 +126,7 @@ def test_immutable_origins_and_known_digests_are_never_revalidated(edgecache, or
         ec.wait_idle()
     assert statuses(origin_rfc, "/nocache/g.bin") == [200]
     # an origin not listed: no-cache revalidates each time ...
-    other = edgecache(allow=[origin_rfc.base])
+    other = edgecache(allow=[origin_rfc.base], mutable=True)
     for _ in range(3):
         assert other.get(target).status == 200
         other.wait_idle()
