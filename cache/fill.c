@@ -112,7 +112,7 @@ struct fill {
  * so clients get a prompt 502 and the upstream is not hammered. Any HTTP
  * answer brings it back up. */
 struct health {
-    char target[300];               /* scheme://host:port */
+    char target[300];               /* scheme://host:port, the port always written */
     int down;
     int64_t last_ok, last_fail;     /* Unix seconds, 0 never */
     unsigned failures;              /* in a row */
@@ -253,7 +253,13 @@ static struct health *health_of(struct fills *f, const char *url)
     char target[300];
     const char *p = strstr(url, "://");
     size_t n = p ? (size_t)(strcspn(p + 3, "/?#") + (size_t)(p + 3 - url)) : strlen(url);
-    snprintf(target, sizeof target, "%.*s", (int)n, url);
+    const char *hostport = p ? p + 3 : url;
+    size_t hl = n - (size_t)(hostport - url);
+    const char *close_br = memchr(hostport, ']', hl);
+    const char *after = close_br ? close_br + 1 : hostport;
+    int has_port = memchr(after, ':', hl - (size_t)(after - hostport)) != NULL;
+    snprintf(target, sizeof target, "%.*s%s", (int)n, url,
+             has_port ? "" : strncmp(url, "https:", 6) == 0 ? ":443" : ":80");
     for (struct health *h = f->health; h; h = h->next)
         if (strcmp(h->target, target) == 0)
             return h;
@@ -724,7 +730,9 @@ static void on_stall(uv_timer_t *t)
         fill_break(fl, why);
         return;
     }
-    fill_fail(fl, 504, "upstream %s %s", fl->origin_url, why);
+    /* no answer at all: as unreachable as a refused connection */
+    health_failed(fl);
+    fill_fail(fl, 504, "upstream %s %s", fl->fetch_url, why);
 }
 
 /* ---- what the upstream's headers say ------------------------------------------ */

@@ -1427,7 +1427,10 @@ void cfg_print_help(FILE *out, const char *argv0)
           "Precedence: defaults < config file < environment < command line.\n"
           "Lists take entries separated by commas or spaces; a repeated flag adds\n"
           "entries, and a list set at a higher level replaces the lower level's.\n"
-          "Durations: 500ms, 10s, 2m, 1h (a bare number is seconds).\n", out);
+          "Durations: 500ms, 10s, 2m, 1h, 7d (a bare number is seconds).\n"
+          "\nCommands, run instead of the daemon with the same options:\n"
+          "  edgecache verify [--repair]            rehash the store offline\n"
+          "  edgecache rewrite --cache-url URL FILE rewrite a manifest for children\n", out);
 }
 
 /* Markdown table cells: '|' would end the cell. */
@@ -1467,7 +1470,7 @@ void cfg_print_markdown(FILE *out)
           "Precedence: defaults < config file < environment < command line.\n"
           "Lists take entries separated by commas or spaces; a repeated flag adds entries,\n"
           "and a list set at a higher level replaces the lower level's.\n"
-          "Durations: `500ms`, `10s`, `2m`, `1h` (a bare number is seconds).\n", out);
+          "Durations: `500ms`, `10s`, `2m`, `1h`, `7d` (a bare number is seconds).\n", out);
 }
 
 void cfg_print_example(FILE *out)
@@ -1479,7 +1482,7 @@ void cfg_print_example(FILE *out)
           "# Each option can also be set in the environment (EDGECACHE_NAME) or on\n"
           "# the command line (--name), which take precedence over this file.\n"
           "# Lists take entries separated by commas or spaces; repeating a key adds\n"
-          "# entries. Durations: 500ms, 10s, 2m, 1h (a bare number is seconds).\n", out);
+          "# entries. Durations: 500ms, 10s, 2m, 1h, 7d (a bare number is seconds).\n", out);
     for (size_t i = 0; i < N_OPTIONS; i++) {
         const struct cfg_option *o = &options[i];
         describe(o, false, extra, sizeof extra);

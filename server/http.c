@@ -371,6 +371,10 @@ static enum MHD_Result answer_streaming(struct http_req *r, const struct fill_in
         wait_for_fill(r);           /* a range of an unknown length: wait for the end */
         return MHD_YES;
     }
+    if (r->kind == JOIN_MISS)       /* counted by how it is answered: from the fill */
+        r->e->stats.req_miss++;
+    else
+        r->e->stats.req_collapsed++;
     if (fi->has_total && not_modified(r, &rp))
         return respond_304(r, &rp);
     enum http_range_result rr = fi->has_total ? choose_range(r, &rp, &range) : HTTP_RANGE_NONE;
@@ -418,7 +422,7 @@ static int stale_usable(const struct http_req *r, int64_t now)
     int64_t bound = (int64_t)(r->e->cfg->stale_if_error_ms / 1000);
     if (ent->stale_if_error >= 0 && ent->stale_if_error < bound)
         bound = ent->stale_if_error;
-    return now - ent->fresh_until <= bound;
+    return now - ent->fresh_until < bound;
 }
 
 static enum MHD_Result serve_stale(struct http_req *r, const char *cache_status)
@@ -488,7 +492,6 @@ static enum MHD_Result serve(struct http_req *r)
     if (r->fill) {
         fill_ref(r->fill);
         r->kind = JOIN_COLLAPSED;
-        e->stats.req_collapsed++;
     } else {
         int status;
         struct fill_request rq = {
@@ -503,7 +506,6 @@ static enum MHD_Result serve(struct http_req *r)
         if (!r->fill)
             return respond_text(r, (unsigned)status, reason);
         r->kind = JOIN_MISS;
-        e->stats.req_miss++;
     }
     return serve_from_fill(r);
 }
