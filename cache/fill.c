@@ -641,6 +641,8 @@ void fill_info(const struct fill *fl, struct fill_info *out)
         .pass_len = fl->pass_len,
         .sha256_hex = fl->state == FILL_DONE ? fl->sha_hex : fl->exp_sha_set ? fl->sha_hex : NULL,
         .attempts = fl->attempts,
+        .cache_control = fl->state == FILL_STREAMING || fl->state == FILL_COMMITTING
+                             || fl->state == FILL_DONE ? fl->pending_cc : NULL,
         .stored = fl->stored,
         /* every reference but the table's and a running commit's is a reader */
         .readers = fl->refs - (unsigned)fl->in_table - (fl->state == FILL_COMMITTING),
@@ -1395,6 +1397,7 @@ static void commit_work(uv_work_t *w)
         .verified_by = verified_by(fl),
         .fresh_until = fl->fresh_until,
         .stale_if_error = fl->stale_if_error,
+        .cache_control = fl->pending_cc,
     };
     if (index_commit_object(env->index, &c, &fl->new_object) != 0)
         fl->commit_rc = -EIO;

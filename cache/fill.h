@@ -103,6 +103,7 @@ struct fill_info {
     int stored;                 /* FILL_DONE: 1 when the blob and row were written */
     unsigned readers;
     unsigned attempts;          /* resumes so far */
+    const char *cache_control;  /* the upstream's, passed on; may be NULL */
 };
 
 struct fills_env {

@@ -91,8 +91,8 @@ static const struct stmt_def wr_defs[WR_COUNT] = {
     [WR_PUT_URL] = {"store a URL",
         "INSERT OR REPLACE INTO urls"
         "(key, sha256, origin_url, content_type, last_modified, origin_etag,"
-        " stored_at, fresh_until, stale_if_error)"
-        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"},
+        " stored_at, fresh_until, stale_if_error, cache_control)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"},
     [WR_DROP_URL] = {"forget a URL", "DELETE FROM urls WHERE key = ?1"},
     [WR_REFRESH_URL] = {"refresh a URL's freshness",
         "UPDATE urls SET fresh_until = ?2, stale_if_error = ?3, stored_at = ?4"
@@ -125,7 +125,7 @@ static const struct stmt_def wr_defs[WR_COUNT] = {
 
 static const struct stmt_def lookup_def = {"look up a key",
     "SELECT o.sha256, o.size, u.origin_url, u.content_type, u.origin_etag,"
-    " u.last_modified, u.stored_at, u.fresh_until, u.stale_if_error"
+    " u.last_modified, u.stored_at, u.fresh_until, u.stale_if_error, u.cache_control"
     " FROM urls u JOIN objects o ON o.sha256 = u.sha256 WHERE u.key = ?1"};
 
 static const struct stmt_def expect_def = {"look up an expectation",
@@ -150,7 +150,8 @@ static const char schema_sql[] =
     " origin_etag TEXT,"
     " stored_at INTEGER NOT NULL,"
     " fresh_until INTEGER NOT NULL DEFAULT 9223372036854775807,"
-    " stale_if_error INTEGER NOT NULL DEFAULT -1);"
+    " stale_if_error INTEGER NOT NULL DEFAULT -1,"
+    " cache_control TEXT);"
     "CREATE INDEX IF NOT EXISTS urls_by_sha256 ON urls(sha256);"
     "CREATE INDEX IF NOT EXISTS objects_by_last_access ON objects(last_access);"
     "CREATE TABLE IF NOT EXISTS expectations("
@@ -169,6 +170,7 @@ static const char schema_sql[] =
 static const char migrate_v2_sql[] =
     "ALTER TABLE urls ADD COLUMN fresh_until INTEGER NOT NULL DEFAULT 9223372036854775807;"
     "ALTER TABLE urls ADD COLUMN stale_if_error INTEGER NOT NULL DEFAULT -1;"
+    "ALTER TABLE urls ADD COLUMN cache_control TEXT;"
     "PRAGMA user_version = 2;";
 
 /* One remembered access: hits reads of sha since the last flush, the
@@ -496,6 +498,7 @@ static int entry_from_row(sqlite3_stmt *st, struct index_entry *out)
     out->fresh_until = sqlite3_column_int64(st, 7);
     out->stale_if_error = sqlite3_column_int64(st, 8);
     if (dup_column(st, 2, &out->origin_url) || dup_column(st, 3, &out->content_type)
+        || dup_column(st, 9, &out->cache_control)
         || dup_column(st, 4, &out->origin_etag)) {
         index_entry_free(out);
         return -1;
@@ -520,6 +523,8 @@ void index_entry_free(struct index_entry *e)
 {
     free(e->origin_url);
     free(e->content_type);
+    free(e->cache_control);
+    e->cache_control = NULL;
     free(e->origin_etag);
     e->origin_url = e->content_type = e->origin_etag = NULL;
 }
@@ -585,7 +590,8 @@ static int put_url(struct index *idx, const struct index_commit *c)
         | bind_text(st, 6, c->origin_etag)
         | sqlite3_bind_int64(st, 7, c->now)
         | sqlite3_bind_int64(st, 8, c->fresh_until ? c->fresh_until : INT64_MAX)
-        | sqlite3_bind_int64(st, 9, c->stale_if_error ? c->stale_if_error : -1))
+        | sqlite3_bind_int64(st, 9, c->stale_if_error ? c->stale_if_error : -1)
+        | bind_text(st, 10, c->cache_control))
         return -1;
     return wr_run(idx, WR_PUT_URL);
 }

@@ -7,7 +7,8 @@
  *           verified_by TEXT)
  *   urls(key TEXT PRIMARY KEY, sha256 TEXT REFERENCES objects, origin_url TEXT,
  *        content_type TEXT, last_modified INTEGER, origin_etag TEXT,
- *        stored_at INTEGER, fresh_until INTEGER, stale_if_error INTEGER)
+ *        stored_at INTEGER, fresh_until INTEGER, stale_if_error INTEGER,
+ *        cache_control TEXT)
  *   expectations(key TEXT PRIMARY KEY, sha256 TEXT, size INTEGER, source TEXT)
  *   deployments(id TEXT PRIMARY KEY, created INTEGER, body TEXT)
  * plus the indexes urls(sha256) and objects(last_access). A urls row is
@@ -54,6 +55,7 @@ struct index_entry {
     int64_t stored_at;          /* stored, or last revalidated */
     int64_t fresh_until;        /* Unix seconds; INT64_MAX: immutable */
     int64_t stale_if_error;     /* the response's own bound in seconds, -1 none */
+    char *cache_control;        /* the origin's Cache-Control, passed on; NULL none */
 };
 
 /* Loop thread. Returns 1 and fills *out when key is stored, 0 when not,
@@ -74,6 +76,7 @@ struct index_commit {
     const char *verified_by;    /* e.g. "content-length", "repr-digest"; may be NULL */
     int64_t fresh_until;        /* 0 or INT64_MAX: immutable */
     int64_t stale_if_error;     /* seconds; 0 or -1: none given */
+    const char *cache_control;  /* the origin's, passed on to clients; may be NULL */
 };
 
 /* Thread pool. One transaction: insert or keep the objects row, insert or

@@ -81,6 +81,7 @@ struct repr {
     const char *sha256_hex;         /* NULL when not known yet */
     const char *cache_status;
     int64_t age;
+    const char *cache_control;      /* the origin's, passed on; may be NULL */
 };
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
@@ -141,6 +142,8 @@ static void add_repr_headers(struct MHD_Response *resp, const struct repr *rp)
     snprintf(buf, sizeof buf, "%lld", (long long)(rp->age > 0 ? rp->age : 0));
     MHD_add_response_header(resp, MHD_HTTP_HEADER_AGE, buf);
     MHD_add_response_header(resp, "Cache-Status", rp->cache_status);
+    if (rp->cache_control)          /* what the origin says holds for caches below us too */
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, rp->cache_control);
 }
 
 static enum MHD_Result queue(struct http_req *r, unsigned status, struct MHD_Response *resp,
@@ -266,6 +269,7 @@ static enum MHD_Result serve_stored(struct http_req *r, struct lookup_result *lk
         .cache_status = cache_status ? cache_status
                         : by_hash ? "edgecache; hit; detail=by-hash" : "edgecache; hit",
         .age = by_hash ? 0 : now - lk->entry.stored_at,
+        .cache_control = by_hash ? NULL : lk->entry.cache_control,
     };
     index_touch(e->index, sha, now);
     e->stats.req_hit++;
@@ -365,6 +369,7 @@ static enum MHD_Result answer_streaming(struct http_req *r, const struct fill_in
         .last_modified = fi->last_modified,
         .sha256_hex = fi->sha256_hex,
         .cache_status = join_status(r),
+        .cache_control = fi->cache_control,
     };
     struct http_range range;
     if (!fi->has_total && header(r->conn, MHD_HTTP_HEADER_RANGE) && fi->state != FILL_DONE) {

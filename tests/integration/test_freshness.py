@@ -17,7 +17,7 @@ from harness import do_target, requests_counter
 LOCATIONS = """
         location /nostore/ { add_header Cache-Control "no-store"; }
         location /private/ { add_header Cache-Control "private, max-age=600"; }
-        location /short/ { add_header Cache-Control "max-age=1"; }
+        location /short/ { add_header Cache-Control "max-age=2"; }
         location /sie/ { add_header Cache-Control "max-age=1, stale-if-error=600"; }
         location /nocache/ { add_header Cache-Control "no-cache"; }
 """
@@ -56,7 +56,7 @@ def test_max_age_expiry_is_revalidated_with_a_304(edgecache, origin_rfc):
     ec.wait_idle()
     assert ec.get(target).headers["Cache-Status"] == "edgecache; hit"   # fresh: no request
     assert statuses(origin_rfc, "/short/c.bin") == [200]
-    time.sleep(1.3)
+    time.sleep(2.3)
     r = ec.get(target)
     assert r.status == 200 and r.body == b"version 1" * 100
     assert r.headers["Cache-Status"] == "edgecache; fwd=stale; fwd-status=304"
@@ -65,7 +65,7 @@ def test_max_age_expiry_is_revalidated_with_a_304(edgecache, origin_rfc):
     m = ec.metrics()
     assert m['edgecache_revalidations_total{result="not-modified"}'] == 1
     # the object changes at the origin: after expiry the new bytes are served and stored
-    time.sleep(1.3)
+    time.sleep(2.3)
     os.utime(origin_rfc.put("short/c.bin", b"version 2" * 100), (time.time() + 5,) * 2)
     r = ec.get(target)
     assert r.body == b"version 2" * 100, r
@@ -141,3 +141,25 @@ def test_immutable_origins_and_known_digests_are_never_revalidated(edgecache, or
         assert other.get(target).status == 200
         other.wait_idle()
     assert statuses(origin_rfc, "/nocache/h.bin") == [200]
+
+
+def test_the_origins_cache_control_reaches_clients_and_child_caches(edgecache, origin_rfc):
+    """A child cache (or apt) below edgecache must see what the origin says
+    of freshness: Cache-Control is passed on, on the miss and on hits."""
+    ec = edgecache(allow=[origin_rfc.base], mutable=True)
+    origin_rfc.put("nocache/i.bin", b"i" * 100)
+    target = do_target("/nocache/i.bin", origin_rfc.host)
+    r = ec.get(target)
+    assert r.headers["Cache-Control"] == "no-cache", r.headers
+    ec.wait_idle()
+    r = ec.get(target)
+    assert r.headers["Cache-Status"] == "edgecache; fwd=stale; fwd-status=304"
+    assert r.headers["Cache-Control"] == "no-cache"
+    # a child whose parent is ec revalidates through it on every request too
+    child = edgecache(allow=[origin_rfc.base], mutable=True,
+                      args=["--node-id", "child", "--parent", "http://127.0.0.1:%d" % ec.port])
+    for _ in range(2):
+        assert child.get(target).status == 200
+        child.wait_idle()
+    r = child.get(target)
+    assert r.headers["Cache-Status"] == "edgecache; fwd=stale; fwd-status=304", r.headers
