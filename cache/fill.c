@@ -689,6 +689,17 @@ int fill_dup_fd(const struct fill *fl)
 
 /* ---- state changes --------------------------------------------------------- */
 
+/* A fill that reached its end: it leaves the table (new requests no longer
+ * join it) and every waiting reader is woken to see how it ended. */
+static void fill_end(struct fill *fl)
+{
+    struct fill *keep = fl;
+    fill_ref(keep);                 /* waking may drop the readers' references */
+    table_remove(fl);
+    fill_wake_all(fl);
+    fill_unref(&keep, NULL);
+}
+
 static void fill_set_state(struct fill *fl, enum fill_state st)
 {
     log_msg(fl->owner->env.log, LOG_DEBUG, "fill", "%s: %s -> %s", fl->origin_url,
@@ -709,11 +720,7 @@ static void fill_fail(struct fill *fl, int status, const char *fmt, ...)
     fl->owner->env.stats->fills_failed++;
     log_msg(fl->owner->env.log, LOG_WARN, "fill", "failed %s after %llu bytes: %s",
             fl->origin_url, (unsigned long long)fl->received, fl->error);
-    struct fill *keep = fl;
-    fill_ref(keep);                 /* waking may drop the readers' references */
-    table_remove(fl);
-    fill_wake_all(fl);
-    fill_unref(&keep, NULL);
+    fill_end(fl);
 }
 
 static void stall_rearm(struct fill *fl)
@@ -1098,11 +1105,7 @@ static void end_pass(struct fill *fl)
     fl->owner->env.stats->fills_failed++;
     log_msg(fl->owner->env.log, LOG_INFO, "fill", "upstream %s answered %ld: passed on, not stored",
             fl->origin_url, fl->status);
-    struct fill *keep = fl;
-    fill_ref(keep);
-    table_remove(fl);
-    fill_wake_all(fl);
-    fill_unref(&keep, NULL);
+    fill_end(fl);
 }
 
 /* A 304: the stored response is fresh again. Its row is refreshed on the
@@ -1148,11 +1151,7 @@ static void end_revalidated(struct fill *fl)
         if (r)
             fill_unref(&r->fill, NULL);
         free(r);
-        struct fill *keep = fl;
-        fill_ref(keep);
-        table_remove(fl);
-        fill_wake_all(fl);
-        fill_unref(&keep, NULL);
+        fill_end(fl);
         return;
     }
     fill_wake_all(fl);
@@ -1321,11 +1320,7 @@ static void finish(struct fill *fl)
         log_msg(fl->owner->env.log, LOG_INFO, "fill", "%s: no-store or private: not stored",
                 fl->origin_url);
         fill_set_state(fl, FILL_DONE);
-        struct fill *keep = fl;
-        fill_ref(keep);
-        table_remove(fl);
-        fill_wake_all(fl);
-        fill_unref(&keep, NULL);
+        fill_end(fl);
         return;
     }
     fill_set_state(fl, FILL_COMMITTING);
