@@ -29,6 +29,7 @@ struct relay {
     char *up;                       /* client -> upstream */
     size_t up_len;
     int up_done;                    /* the client sent its whole body */
+    int uploads;                    /* the method carries a body upstream */
     int read_paused;
 
     long status;                    /* upstream -> client */
@@ -281,6 +282,10 @@ static enum MHD_Result answer(struct relay *r)
 
 enum MHD_Result relay_continue(struct relay *r, const char *upload, size_t *upload_size)
 {
+    if (*upload_size && !r->uploads) {
+        *upload_size = 0;           /* a body this method does not carry upstream */
+        return MHD_YES;
+    }
     if (*upload_size) {
         size_t room = RELAY_BUF - r->up_len;
         size_t k = *upload_size < room ? *upload_size : room;
@@ -310,10 +315,6 @@ enum MHD_Result relay_continue(struct relay *r, const char *upload, size_t *uplo
 }
 
 /* ---- start and stop ---------------------------------------------------------- */
-
-struct header_ctx {
-    struct relay *r;
-};
 
 static enum MHD_Result copy_header(void *cls, enum MHD_ValueKind kind, const char *name,
                                    const char *value)
@@ -371,7 +372,9 @@ struct relay *relay_start(struct edge *e, struct MHD_Connection *conn, const cha
     CURL *c = r->xfer.easy;
     curl_easy_setopt(c, CURLOPT_URL, rt->origin_url);
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    if (strcmp(method, "OPTIONS") != 0 && strcmp(method, "DELETE") != 0 && strcmp(method, "TRACE") != 0)
+    r->uploads = strcmp(method, "OPTIONS") != 0 && strcmp(method, "DELETE") != 0
+                 && strcmp(method, "TRACE") != 0;
+    if (r->uploads)
         curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
     if (clen)
         curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)strtoll(clen, NULL, 10));
