@@ -93,6 +93,8 @@ struct fill {
     char curl_error[CURL_ERROR_SIZE];
 
     struct fill_waiter *waiters;    /* readers waiting for bytes or a state change */
+    struct fill *wake_next;         /* on the owner's wake list (holds a reference) */
+    int wake_queued;
 
     struct upstream_xfer xfer;
     struct curl_slist *req_headers;
@@ -126,6 +128,12 @@ struct fills {
     unsigned live;                  /* fills not yet freed */
     int closing;
     struct health *health;          /* every upstream asked so far */
+    /* Wakes for new bytes are gathered and delivered once per loop turn:
+     * curl hands a socket read over in 16 KiB pieces, and waking readers
+     * for each would make each client send as small. */
+    uv_check_t wake_check;
+    struct fill *wake_list;         /* fills with bytes readers have not been told of */
+    int check_closed;
 };
 
 #define HEALTH_BACKOFF_MIN_MS 1000u
@@ -180,8 +188,51 @@ int fills_open(struct fills **out, const struct fills_env *env)
     if (!f)
         return -1;
     f->env = *env;
+    uv_check_init(env->loop, &f->wake_check);
+    f->wake_check.data = f;
     *out = f;
     return 0;
+}
+
+static void fills_maybe_free(struct fills *f)
+{
+    if (f->closing && f->live == 0 && f->check_closed)
+        free(f);
+}
+
+static void check_closed_cb(uv_handle_t *h)
+{
+    struct fills *f = h->data;
+    f->check_closed = 1;
+    fills_maybe_free(f);
+}
+
+/* The loop turn's gathered wakes. */
+static void deliver_wakes(uv_check_t *c)
+{
+    struct fills *f = c->data;
+    uv_check_stop(c);
+    while (f->wake_list) {
+        struct fill *fl = f->wake_list;
+        f->wake_list = fl->wake_next;
+        fl->wake_next = NULL;
+        fl->wake_queued = 0;
+        fill_wake_all(fl);
+        fill_unref(&fl, NULL);
+    }
+}
+
+/* New bytes: tell the readers at the end of this loop turn. */
+static void wake_soon(struct fill *fl)
+{
+    struct fills *f = fl->owner;
+    if (fl->wake_queued || !fl->waiters)
+        return;
+    fl->wake_queued = 1;
+    fill_ref(fl);
+    fl->wake_next = f->wake_list;
+    f->wake_list = fl;
+    uv_check_start(&f->wake_check, deliver_wakes);
 }
 
 struct fill *fills_find(struct fills *f, const char *key)
@@ -240,8 +291,8 @@ void fills_close(struct fills **fp)
         f->health = h->next;
         free(h);
     }
-    if (f->live == 0)
-        free(f);
+    deliver_wakes(&f->wake_check);
+    uv_close((uv_handle_t *)&f->wake_check, check_closed_cb);
 }
 
 /* ---- start -------------------------------------------------------------- */
@@ -532,8 +583,8 @@ static void fill_closed(uv_handle_t *h)
     struct fill *fl = h->data;
     struct fills *owner = fl->owner;
     free(fl);
-    if (--owner->live == 0 && owner->closing)
-        free(owner);
+    owner->live--;
+    fills_maybe_free(owner);
 }
 
 /* Unlinking a temp file is disk work: the thread pool does it. */
@@ -1092,7 +1143,7 @@ static size_t on_body(char *buf, size_t size, size_t n, void *arg)
     }
     if (skip < len && append(fl, buf + skip, len - skip) != 0)
         return 0;
-    fill_wake_all(fl);
+    wake_soon(fl);
     return len;
 }
 

@@ -51,6 +51,8 @@ struct prefetch {
 
 static void pump_soon(struct prefetch *p);
 static void persist(struct deployment *d);
+static void enqueue(struct prefetch *p, struct pf_file *f);
+static void requeue_file(struct pf_file *f);
 
 static const char *const state_names[] = {
     [PREFETCH_QUEUED] = "queued", [PREFETCH_FETCHING] = "fetching",
@@ -192,9 +194,23 @@ static void file_wake(struct fill_waiter *w)
         snprintf(why, sizeof why, "upstream answered %ld", fi.status);
         file_end(f, NULL, why);
         return;
+    case FILL_REVALIDATED:          /* a stored copy was confirmed: look again */
+        fill_unref(&f->fill, &f->waiter);
+        requeue_file(f);
+        return;
     default:
         fill_wait(f->fill, &f->waiter);
     }
+}
+
+/* A file whose fill ended without telling its blob: queued again, so that
+ * its lookup finds what is stored now. */
+static void requeue_file(struct pf_file *f)
+{
+    struct prefetch *p = f->dep->owner;
+    p->running--;
+    enqueue(p, f);
+    pump_soon(p);
 }
 
 static void file_start(struct prefetch *p, struct pf_file *f)

@@ -88,6 +88,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                                   const char *method, const char *version,
                                   const char *upload, size_t *upload_size, void **req_cls);
 static enum MHD_Result serve_from_fill(struct http_req *r);
+static enum MHD_Result serve(struct http_req *r);
 
 /* ---- small helpers ---------------------------------------------------------- */
 
@@ -448,10 +449,11 @@ static enum MHD_Result serve_from_fill(struct http_req *r)
         wait_for_fill(r);
         return MHD_YES;
     case FILL_REVALIDATED:
-        if (r->has_stale)
-            ret = serve_stored(r, &r->stale, "edgecache; fwd=stale; fwd-status=304");
-        else
-            ret = respond_text(r, 503, "the stored response was revalidated meanwhile: ask again");
+        if (!r->has_stale) {        /* joined without the stored copy: look it up now */
+            fill_unref(&r->fill, &r->waiter);
+            return serve(r);
+        }
+        ret = serve_stored(r, &r->stale, "edgecache; fwd=stale; fwd-status=304");
         break;
     case FILL_FAILED:
         if (stale_usable(r, now))
