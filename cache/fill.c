@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "cache/digest.h"
+#include "cache/evict.h"
 #include "cache/fresh.h"
 #include "cache/index.h"
 #include "cache/route.h"
@@ -1460,6 +1461,7 @@ static void commit_after(uv_work_t *w, int status)
         if (fl->new_object) {
             env->stats->objects++;
             env->stats->stored_bytes += fl->total;
+            evict_check(env->evictor);
         }
         log_msg(env->log, LOG_INFO, "fill", "stored %s: %llu bytes, sha256 %s", fl->origin_url,
                 (unsigned long long)fl->total, fl->sha_hex);

@@ -114,6 +114,7 @@ struct fills_env {
     struct index *index;
     struct upstream *upstream;
     struct stats *stats;
+    struct evictor *evictor;    /* told after each commit; may be NULL */
 };
 
 int fills_open(struct fills **out, const struct fills_env *env);

@@ -53,6 +53,7 @@ enum wr_stmt {
     WR_PUT_URL,
     WR_REFRESH_URL,
     WR_DROP_URL,
+    WR_LRU,
     WR_TOUCH,
     WR_TOTALS,
     WR_FOREACH,
@@ -94,6 +95,9 @@ static const struct stmt_def wr_defs[WR_COUNT] = {
         " stored_at, fresh_until, stale_if_error, cache_control)"
         " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"},
     [WR_DROP_URL] = {"forget a URL", "DELETE FROM urls WHERE key = ?1"},
+    [WR_LRU] = {"list eviction candidates",
+        "SELECT sha256, size FROM objects WHERE pinned = 0"
+        " ORDER BY last_access ASC, created ASC LIMIT ?1"},
     [WR_REFRESH_URL] = {"refresh a URL's freshness",
         "UPDATE urls SET fresh_until = ?2, stale_if_error = ?3, stored_at = ?4"
         " WHERE key = ?1"},
@@ -1015,6 +1019,35 @@ int index_drop_url(struct index *idx, const char *key)
         rc = -1;
     else
         rc = wr_run(idx, WR_DROP_URL);
+    pthread_mutex_unlock(&idx->wr_lock);
+    return rc;
+}
+
+int index_lru(struct index *idx, unsigned limit, struct index_lru_entry *out, size_t *n)
+{
+    sqlite3_stmt *st = idx->wr_stmt[WR_LRU];
+    int rc = 0;
+
+    assert(idx->magic == INDEX_MAGIC);
+    *n = 0;
+    pthread_mutex_lock(&idx->wr_lock);
+    if (sqlite3_bind_int(st, 1, (int)limit) != SQLITE_OK)
+        rc = -1;
+    while (rc == 0 && *n < limit) {
+        int step = sqlite3_step(st);
+        if (step == SQLITE_DONE)
+            break;
+        const char *sha = (const char *)sqlite3_column_text(st, 0);
+        if (step != SQLITE_ROW || !sha || strlen(sha) != 2 * SHA256_LEN) {
+            db_error(idx, idx->wr, wr_defs[WR_LRU].purpose);
+            rc = -1;
+            break;
+        }
+        memcpy(out[*n].sha256, sha, sizeof out[*n].sha256);
+        out[*n].size = (uint64_t)sqlite3_column_int64(st, 1);
+        (*n)++;
+    }
+    sqlite3_reset(st);
     pthread_mutex_unlock(&idx->wr_lock);
     return rc;
 }

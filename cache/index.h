@@ -153,6 +153,14 @@ int index_refresh_url(struct index *idx, const char *key, int64_t fresh_until,
  * its URL, RFC 9111 §4.4). The blob stays for other URLs or eviction. */
 int index_drop_url(struct index *idx, const char *key);
 
+/* Thread pool: up to limit unpinned objects, least recently used first
+ * (flush touches before, so recent reads count). */
+struct index_lru_entry {
+    char sha256[65];
+    uint64_t size;
+};
+int index_lru(struct index *idx, unsigned limit, struct index_lru_entry *out, size_t *n);
+
 /* ---- pins and deployments (thread pool, or start-up) ---------------------- */
 
 /* objects.pinned += delta (never below 0). A pinned object is kept by

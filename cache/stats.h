@@ -72,6 +72,10 @@
       "Stored responses forgotten after a successful unsafe method on their URL")         \
     X(loops_refused, "edgecache_loops_refused_total", "", "counter",                      \
       "Requests answered 508: their Via already held this node")                          \
+    X(evicted_objects, "edgecache_evicted_objects_total", "", "counter",                  \
+      "Blobs deleted to keep the store within cache_size")                                \
+    X(evicted_bytes, "edgecache_evicted_bytes_total", "", "counter",                      \
+      "Bytes of blobs deleted to keep the store within cache_size")                       \
     X(fills_in_flight, "edgecache_fills_in_flight", "", "gauge",                          \
       "Fills running now")                                                                \
     X(objects, "edgecache_objects", "", "gauge", "Blobs in the store")                    \

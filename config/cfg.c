@@ -61,6 +61,7 @@ enum cfg_type_id {
     T_DURATION,     /* uint64_t milliseconds */
     T_UINT,         /* uint64_t */
     T_SIZE,         /* uint64_t bytes */
+    T_BUDGET,       /* char *: a size, or a share of the disk "80%" */
     T_BOOL,         /* bool */
     T_ENUM,         /* an enum (int-sized), index into choices */
 };
@@ -130,6 +131,7 @@ static int set_route(struct cfg *c, const struct cfg_option *o, const char *v, c
 static int set_duration(struct cfg *c, const struct cfg_option *o, const char *v, char *why, size_t n);
 static int set_uint(struct cfg *c, const struct cfg_option *o, const char *v, char *why, size_t n);
 static int set_size(struct cfg *c, const struct cfg_option *o, const char *v, char *why, size_t n);
+static int set_budget(struct cfg *c, const struct cfg_option *o, const char *v, char *why, size_t n);
 static int set_bool(struct cfg *c, const struct cfg_option *o, const char *v, char *why, size_t n);
 static int set_enum(struct cfg *c, const struct cfg_option *o, const char *v, char *why, size_t n);
 static void clear_string(struct cfg *c, const struct cfg_option *o);
@@ -191,6 +193,7 @@ static const struct cfg_type types[] = {
     [T_DURATION] = { "DURATION", set_duration, NULL, format_duration, false, false },
     [T_UINT]     = { "N", set_uint, NULL, format_uint, false, false },
     [T_SIZE]     = { "SIZE", set_size, NULL, format_size, false, false },
+    [T_BUDGET]   = { "SIZE|N%", set_budget, clear_string, NULL, false, false },
     [T_BOOL]     = { "BOOL", set_bool, NULL, NULL, false, true },
     [T_ENUM]     = { "WORD", set_enum, NULL, NULL, false, false },
 };
@@ -223,6 +226,11 @@ static const struct cfg_option options[] = {
               "matches any subdomain; without a port only the scheme's default",
       .offset = offsetof(struct cfg, allow),
       .count_offset = offsetof(struct cfg, n_allow) },
+    { .name = "cache_size", .type = T_BUDGET, .def = "80%",
+      .help = "the store's budget: bytes (500M, 20G) or a share of the cache_dir's file "
+              "system; above it the least recently used unpinned blobs are evicted down to "
+              "90% of it",
+      .offset = offsetof(struct cfg, cache_size) },
     { .name = "immutable", .type = T_ALLOW,
       .def = "http://*.dl.adu.microsoft.com, https://*.blob.core.windows.net",
       .help = "origins (as in allow) whose content never changes under a URL: stored and "
@@ -666,6 +674,43 @@ static int set_string(struct cfg *c, const struct cfg_option *o, const char *v,
     free(*p);
     *p = copy;
     return 0;
+}
+
+int cfg_parse_budget(const char *s, uint64_t *bytes, unsigned *percent, char *err,
+                     size_t errlen)
+{
+    size_t len = strlen(s);
+    *bytes = 0;
+    *percent = 0;
+    if (len && s[len - 1] == '%') {
+        char digits[8];
+        if (len - 1 == 0 || len - 1 >= sizeof digits
+            || strspn(s, "0123456789") != len - 1)
+            return errorf(err, errlen, "'%s' is not a share of the disk (1%%..100%%)", s);
+        memcpy(digits, s, len - 1);
+        digits[len - 1] = '\0';
+        unsigned long p = strtoul(digits, NULL, 10);
+        if (p < 1 || p > 100)
+            return errorf(err, errlen, "'%s' is out of range (1%%..100%%)", s);
+        *percent = (unsigned)p;
+        return 0;
+    }
+    if (cfg_parse_size(s, bytes, err, errlen) != 0)
+        return errorf(err, errlen, "'%s' is neither a size (500M, 20G) nor a share of the "
+                      "disk (80%%)", s);
+    if (*bytes < (1u << 20))
+        return errorf(err, errlen, "'%s' is below the smallest budget, 1M", s);
+    return 0;
+}
+
+static int set_budget(struct cfg *c, const struct cfg_option *o, const char *v,
+                      char *why, size_t n)
+{
+    uint64_t bytes;
+    unsigned percent;
+    if (cfg_parse_budget(v, &bytes, &percent, why, n) != 0)
+        return -1;
+    return set_string(c, o, v, why, n);
 }
 
 static int set_name(struct cfg *c, const struct cfg_option *o, const char *v,

@@ -77,6 +77,7 @@ struct cfg {
     struct cfg_listen admin_listen;
     char *admin_token;          /* "" when unset */
     char *cache_dir;
+    char *cache_size;           /* "80%" or "20G": see cfg_parse_budget */
     struct cfg_allow *allow;
     size_t n_allow;
     struct cfg_allow *immutable; /* origins whose URLs never change content */
@@ -140,5 +141,9 @@ int cfg_parse_size(const char *s, uint64_t *out, char *err, size_t errlen);
 int cfg_parse_duration_ms(const char *s, uint64_t *out, char *err, size_t errlen);
 int cfg_parse_listen(const char *s, struct cfg_listen *out, char *err, size_t errlen);
 int cfg_parse_allow(const char *s, struct cfg_allow *out, char *err, size_t errlen);
+/* cache_size: a size of at least 1M (*bytes) or a share of the disk "1%".."100%"
+ * (*percent); the other out-parameter is 0. */
+int cfg_parse_budget(const char *s, uint64_t *bytes, unsigned *percent, char *err,
+                     size_t errlen);
 
 #endif

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cache/evict.h"
 #include "cache/fill.h"
 #include "cache/index.h"
 #include "server/admin.h"
@@ -112,6 +113,8 @@ static enum MHD_Result status_page(struct edge *e, struct MHD_Connection *c)
     json_object_set_new(root, "cache_dir", json_string(e->cfg->cache_dir));
     json_object_set_new(root, "objects", json_integer((json_int_t)e->stats.objects));
     json_object_set_new(root, "stored_bytes", json_integer((json_int_t)e->stats.stored_bytes));
+    json_object_set_new(root, "budget_bytes",
+                        e->evictor ? json_integer((json_int_t)evict_budget(e->evictor)) : json_null());
     uint64_t hits = e->stats.req_hit;
     uint64_t served = hits + e->stats.req_miss + e->stats.req_collapsed;
     json_object_set_new(root, "hit_ratio", json_real(served ? (double)hits / (double)served : 0.0));

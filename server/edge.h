@@ -24,6 +24,7 @@ struct index;
 struct fills;
 struct upstream;
 struct prefetch;
+struct evictor;
 struct forward;
 struct relay;
 
@@ -36,6 +37,7 @@ struct edge {
     struct upstream *upstream;  /* owned */
     struct fills *fills;        /* owned */
     struct prefetch *prefetch;  /* owned */
+    struct evictor *evictor;    /* owned */
     struct forward *forwards;   /* manifests being handed to the parent (forward.c) */
     struct relay *relays;       /* other methods being relayed (relay.c) */
     struct stats stats;

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cache/evict.h"
 #include "cache/fill.h"
 #include "cache/index.h"
 #include "cache/prefetch.h"
@@ -44,6 +45,7 @@ static void touch_flush_after(uv_work_t *w, int status)
 static void on_housekeeping(uv_timer_t *t)
 {
     struct edge *e = t->data;
+    evict_check(e->evictor);
     if (e->touch_flush_running)
         return;
     uv_work_t *w = calloc(1, sizeof *w);
@@ -109,9 +111,16 @@ static int edge_start(struct edge *e, char *err, size_t errlen)
         snprintf(err, errlen, "cannot set up the upstream client");
         return -1;
     }
+    struct evict_env venv = {
+        .loop = e->loop, .cfg = e->cfg, .log = &e->log, .store = &e->store,
+        .index = e->index, .stats = &e->stats,
+    };
+    if (evict_open(&e->evictor, &venv, err, errlen) != 0)
+        return -1;
     struct fills_env env = {
         .loop = e->loop, .cfg = e->cfg, .log = &e->log, .store = &e->store,
         .index = e->index, .upstream = e->upstream, .stats = &e->stats,
+        .evictor = e->evictor,
     };
     if (fills_open(&e->fills, &env) != 0) {
         snprintf(err, errlen, "out of memory");
@@ -152,6 +161,7 @@ static void edge_teardown(struct edge *e)
         upstream_close(&e->upstream);
     }
     fills_close(&e->fills);
+    evict_close(&e->evictor);
     uv_run(e->loop, UV_RUN_DEFAULT);    /* let close callbacks and pool work finish */
     index_close(&e->index);
     store_close(&e->store);

@@ -1,0 +1,129 @@
+/* evict — see evict.h. */
+#include "cache/evict.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/statvfs.h>
+
+#include "cache/index.h"
+#include "cache/stats.h"
+#include "cache/store.h"
+
+#define EVICT_BATCH 256
+
+struct evictor {
+    struct evict_env env;
+    uint64_t budget;
+    uv_work_t work;
+    int running;
+    int closing;
+    uint64_t to_free;               /* the job's target */
+    uint64_t freed_bytes, freed_objects;
+    int failed;
+};
+
+int evict_open(struct evictor **out, const struct evict_env *env, char *err, size_t errlen)
+{
+    uint64_t bytes;
+    unsigned percent;
+    struct statvfs fs;
+    if (cfg_parse_budget(env->cfg->cache_size, &bytes, &percent, err, errlen) != 0)
+        return -1;
+    if (percent) {
+        if (statvfs(env->cfg->cache_dir, &fs) != 0) {
+            snprintf(err, errlen, "cache_size: cannot read the size of %s's file system",
+                     env->cfg->cache_dir);
+            return -1;
+        }
+        bytes = (uint64_t)fs.f_blocks * fs.f_frsize / 100 * percent;
+    }
+    struct evictor *ev = calloc(1, sizeof *ev);
+    if (!ev) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    ev->env = *env;
+    ev->budget = bytes;
+    ev->work.data = ev;
+    *out = ev;
+    return 0;
+}
+
+uint64_t evict_budget(const struct evictor *ev)
+{
+    return ev->budget;
+}
+
+/* Thread pool: the oldest unpinned blobs go until to_free bytes are gone. */
+static void evict_work(uv_work_t *w)
+{
+    struct evictor *ev = w->data;
+    struct index_lru_entry batch[EVICT_BATCH];
+    size_t n = 0;
+    index_flush_touches(ev->env.index);     /* recent reads count */
+    while (ev->freed_bytes < ev->to_free) {
+        if (index_lru(ev->env.index, EVICT_BATCH, batch, &n) != 0 || n == 0) {
+            ev->failed = n != 0;
+            return;                         /* nothing unpinned left */
+        }
+        for (size_t i = 0; i < n && ev->freed_bytes < ev->to_free; i++) {
+            int rc = store_blob_remove(ev->env.store, batch[i].sha256);
+            if (index_drop_object(ev->env.index, batch[i].sha256) != 0) {
+                ev->failed = 1;
+                return;
+            }
+            if (rc == 0 || rc == -ENOENT) {     /* -ENOENT: the row was all there was */
+                ev->freed_bytes += batch[i].size;
+                ev->freed_objects++;
+            }
+        }
+    }
+}
+
+static void evict_after(uv_work_t *w, int status)
+{
+    struct evictor *ev = w->data;
+    struct stats *st = ev->env.stats;
+    (void)status;
+    ev->running = 0;
+    st->objects -= ev->freed_objects < st->objects ? ev->freed_objects : st->objects;
+    st->stored_bytes -= ev->freed_bytes < st->stored_bytes ? ev->freed_bytes : st->stored_bytes;
+    st->evicted_objects += ev->freed_objects;
+    st->evicted_bytes += ev->freed_bytes;
+    log_msg(ev->env.log, ev->freed_bytes < ev->to_free ? LOG_WARN : LOG_INFO, "evict",
+            "evicted %llu blobs, %llu bytes (wanted %llu)%s",
+            (unsigned long long)ev->freed_objects, (unsigned long long)ev->freed_bytes,
+            (unsigned long long)ev->to_free,
+            ev->freed_bytes < ev->to_free ? ": the rest is pinned or could not be removed" : "");
+    if (ev->closing)
+        free(ev);
+}
+
+void evict_check(struct evictor *ev)
+{
+    if (!ev || ev->running || ev->closing)
+        return;
+    uint64_t stored = ev->env.stats->stored_bytes;
+    if (stored <= ev->budget)
+        return;
+    uint64_t low = ev->budget / 10 * 9;
+    ev->to_free = stored - low;
+    ev->freed_bytes = ev->freed_objects = 0;
+    ev->failed = 0;
+    ev->running = 1;
+    if (uv_queue_work(ev->env.loop, &ev->work, evict_work, evict_after) != 0)
+        ev->running = 0;
+}
+
+void evict_close(struct evictor **evp)
+{
+    struct evictor *ev = *evp;
+    if (!ev)
+        return;
+    *evp = NULL;
+    ev->closing = 1;
+    if (!ev->running)
+        free(ev);
+}
