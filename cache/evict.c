@@ -21,7 +21,6 @@ struct evictor {
     int closing;
     uint64_t to_free;               /* the job's target */
     uint64_t freed_bytes, freed_objects;
-    int failed;
 };
 
 int evict_open(struct evictor **out, const struct evict_env *env, char *err, size_t errlen)
@@ -64,16 +63,12 @@ static void evict_work(uv_work_t *w)
     size_t n = 0;
     index_flush_touches(ev->env.index);     /* recent reads count */
     while (ev->freed_bytes < ev->to_free) {
-        if (index_lru(ev->env.index, EVICT_BATCH, batch, &n) != 0 || n == 0) {
-            ev->failed = n != 0;
-            return;                         /* nothing unpinned left */
-        }
+        if (index_lru(ev->env.index, EVICT_BATCH, batch, &n) != 0 || n == 0)
+            return;                         /* nothing unpinned left (or the index failed) */
         for (size_t i = 0; i < n && ev->freed_bytes < ev->to_free; i++) {
             int rc = store_blob_remove(ev->env.store, batch[i].sha256);
-            if (index_drop_object(ev->env.index, batch[i].sha256) != 0) {
-                ev->failed = 1;
-                return;
-            }
+            if (index_drop_object(ev->env.index, batch[i].sha256) != 0)
+                return;                     /* logged by the index */
             if (rc == 0 || rc == -ENOENT) {     /* -ENOENT: the row was all there was */
                 ev->freed_bytes += batch[i].size;
                 ev->freed_objects++;
@@ -111,7 +106,6 @@ void evict_check(struct evictor *ev)
     uint64_t low = ev->budget / 10 * 9;
     ev->to_free = stored - low;
     ev->freed_bytes = ev->freed_objects = 0;
-    ev->failed = 0;
     ev->running = 1;
     if (uv_queue_work(ev->env.loop, &ev->work, evict_work, evict_after) != 0)
         ev->running = 0;
