@@ -54,6 +54,8 @@ enum wr_stmt {
     WR_REFRESH_URL,
     WR_DROP_URL,
     WR_LRU,
+    WR_LIST_OBJECTS,
+    WR_OBJECT_SIZE,
     WR_TOUCH,
     WR_TOTALS,
     WR_FOREACH,
@@ -95,6 +97,11 @@ static const struct stmt_def wr_defs[WR_COUNT] = {
         " stored_at, fresh_until, stale_if_error, cache_control)"
         " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"},
     [WR_DROP_URL] = {"forget a URL", "DELETE FROM urls WHERE key = ?1"},
+    [WR_LIST_OBJECTS] = {"list objects with their URLs",
+        "SELECT o.sha256, o.size, o.created, o.last_access, o.hits, o.pinned, o.verified_by,"
+        " (SELECT group_concat(u.origin_url, char(10)) FROM urls u WHERE u.sha256 = o.sha256)"
+        " FROM objects o WHERE o.sha256 > ?1 ORDER BY o.sha256 LIMIT ?2"},
+    [WR_OBJECT_SIZE] = {"read an object's size", "SELECT size FROM objects WHERE sha256 = ?1"},
     [WR_LRU] = {"list eviction candidates",
         "SELECT sha256, size FROM objects WHERE pinned = 0"
         " ORDER BY last_access ASC, created ASC LIMIT ?1"},
@@ -1050,4 +1057,65 @@ int index_lru(struct index *idx, unsigned limit, struct index_lru_entry *out, si
     sqlite3_reset(st);
     pthread_mutex_unlock(&idx->wr_lock);
     return rc;
+}
+
+int index_list_objects(struct index *idx, const char *after, unsigned limit,
+                       index_listing_cb cb, void *ctx)
+{
+    sqlite3_stmt *st = idx->wr_stmt[WR_LIST_OBJECTS];
+    int rc = SQLITE_DONE, n = 0;
+
+    assert(idx->magic == INDEX_MAGIC);
+    pthread_mutex_lock(&idx->wr_lock);
+    if (sqlite3_bind_text(st, 1, after ? after : "", -1, SQLITE_STATIC)
+        | sqlite3_bind_int(st, 2, (int)limit))
+        rc = SQLITE_ERROR;
+    while (rc == SQLITE_DONE || rc == SQLITE_ROW) {
+        if ((rc = sqlite3_step(st)) != SQLITE_ROW)
+            break;
+        struct index_listing l = {
+            .sha256 = (const char *)sqlite3_column_text(st, 0),
+            .size = (uint64_t)sqlite3_column_int64(st, 1),
+            .created = sqlite3_column_int64(st, 2),
+            .last_access = sqlite3_column_int64(st, 3),
+            .hits = sqlite3_column_int64(st, 4),
+            .pinned = sqlite3_column_int(st, 5),
+            .verified_by = (const char *)sqlite3_column_text(st, 6),
+            .urls = (const char *)sqlite3_column_text(st, 7),
+        };
+        if (l.sha256) {
+            cb(ctx, &l);
+            n++;
+        }
+    }
+    if (rc != SQLITE_DONE) {
+        db_error(idx, idx->wr, wr_defs[WR_LIST_OBJECTS].purpose);
+        n = -1;
+    }
+    sqlite3_reset(st);
+    pthread_mutex_unlock(&idx->wr_lock);
+    return n;
+}
+
+int index_object_size(struct index *idx, const char *sha256, uint64_t *size)
+{
+    sqlite3_stmt *st = idx->wr_stmt[WR_OBJECT_SIZE];
+    int found = -1;
+
+    assert(idx->magic == INDEX_MAGIC);
+    pthread_mutex_lock(&idx->wr_lock);
+    if (sqlite3_bind_text(st, 1, sha256, -1, SQLITE_STATIC) == SQLITE_OK) {
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+            *size = (uint64_t)sqlite3_column_int64(st, 0);
+            found = 1;
+        } else if (rc == SQLITE_DONE) {
+            found = 0;
+        } else {
+            db_error(idx, idx->wr, wr_defs[WR_OBJECT_SIZE].purpose);
+        }
+    }
+    sqlite3_reset(st);
+    pthread_mutex_unlock(&idx->wr_lock);
+    return found;
 }

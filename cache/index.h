@@ -161,6 +161,24 @@ struct index_lru_entry {
 };
 int index_lru(struct index *idx, unsigned limit, struct index_lru_entry *out, size_t *n);
 
+/* ---- the object list (control plane; thread pool) ------------------------ */
+
+struct index_listing {
+    const char *sha256;
+    uint64_t size;
+    int64_t created, last_access, hits;
+    int pinned;
+    const char *verified_by;    /* may be NULL */
+    const char *urls;           /* the origin URLs mapped to it, one per line; may be NULL */
+};
+typedef void (*index_listing_cb)(void *ctx, const struct index_listing *l);
+/* Up to limit objects whose sha256 sorts after `after` ("" or NULL: from
+ * the start), in sha256 order. Returns how many, or -1. */
+int index_list_objects(struct index *idx, const char *after, unsigned limit,
+                       index_listing_cb cb, void *ctx);
+/* 1 and *size when the object exists, 0 when not, -1 on error. */
+int index_object_size(struct index *idx, const char *sha256, uint64_t *size);
+
 /* ---- pins and deployments (thread pool, or start-up) ---------------------- */
 
 /* objects.pinned += delta (never below 0). A pinned object is kept by

@@ -76,6 +76,8 @@
       "Blobs deleted to keep the store within cache_size")                                \
     X(evicted_bytes, "edgecache_evicted_bytes_total", "", "counter",                      \
       "Bytes of blobs deleted to keep the store within cache_size")                       \
+    X(purged_objects, "edgecache_purged_objects_total", "", "counter",                    \
+      "Blobs purged through DELETE /api/v1/objects/{sha256}")                             \
     X(fills_in_flight, "edgecache_fills_in_flight", "", "gauge",                          \
       "Fills running now")                                                                \
     X(objects, "edgecache_objects", "", "gauge", "Blobs in the store")                    \

@@ -241,6 +241,16 @@ static enum MHD_Result route_call(struct admin_req *req, const char *url, const 
         return status_page(e, c);
     if (strcmp(url, "/metrics") == 0 && get)
         return metrics_page(e, c);
+    if (strcmp(url, "/api/v1/objects") == 0) {
+        if (!get)
+            return reply_text(c, MHD_HTTP_METHOD_NOT_ALLOWED, "use GET\n");
+        return api_objects_list(req);
+    }
+    if (strncmp(url, "/api/v1/objects/", 16) == 0) {
+        if (strcmp(method, "DELETE") != 0)
+            return reply_text(c, MHD_HTTP_METHOD_NOT_ALLOWED, "use DELETE\n");
+        return api_objects_delete(req, url + 16);
+    }
     if (strncmp(url, "/api/v1/deployments/", 20) == 0) {
         if (strcmp(method, "DELETE") != 0)
             return reply_text(c, MHD_HTTP_METHOD_NOT_ALLOWED, "use DELETE\n");
@@ -265,7 +275,7 @@ static enum MHD_Result route_call(struct admin_req *req, const char *url, const 
     }
     return reply_text(c, MHD_HTTP_NOT_FOUND,
                       "no such call: see /healthz, /status, /metrics, /api/v1/expectations, "
-                      "/api/v1/rewrite, /api/v1/prefetch, /api/v1/deployments/{id}\n");
+                      "/api/v1/rewrite, /api/v1/prefetch, /api/v1/deployments/{id}, /api/v1/objects\n");
 }
 
 static enum MHD_Result on_admin(void *cls, struct MHD_Connection *c, const char *url,

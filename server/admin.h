@@ -57,6 +57,10 @@ enum MHD_Result api_expectations(struct admin_req *req);
  * answer_doc is set, else a summary (202). */
 enum MHD_Result api_manifest(struct admin_req *req, int prefetch, int answer_doc);
 
+/* The object list and purge (server/api_objects.c). */
+enum MHD_Result api_objects_list(struct admin_req *req);
+enum MHD_Result api_objects_delete(struct admin_req *req, const char *sha256);
+
 /* Deployments (server/api_prefetch.c). */
 struct json_t;
 enum MHD_Result api_prefetch(struct admin_req *req);
