@@ -22,6 +22,10 @@
 
 #define ADMIN_REQ_MAGIC 0x41646d21u
 
+/* server/dashboard.html, compiled in by CMake. */
+extern const unsigned char edgecache_dashboard[];
+extern const size_t edgecache_dashboard_len;
+
 static enum MHD_Result reply(struct MHD_Connection *c, unsigned status, const char *ctype,
                              char *body, size_t len, enum MHD_ResponseMemoryMode mode)
 {
@@ -232,6 +236,9 @@ static enum MHD_Result route_call(struct admin_req *req, const char *url, const 
     struct edge *e = req->e;
     struct MHD_Connection *c = req->conn;
     int get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+    if (strcmp(url, "/") == 0 && get)   /* the page asks /status itself, with the token */
+        return reply(c, MHD_HTTP_OK, "text/html; charset=utf-8", (char *)edgecache_dashboard,
+                     edgecache_dashboard_len, MHD_RESPMEM_PERSISTENT);
     if (strcmp(url, "/healthz") == 0 && get)
         return reply_text(c, MHD_HTTP_OK, e->stopping ? "stopping\n" : "ok\n");
     if (!authorised(e, c))
