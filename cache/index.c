@@ -54,6 +54,7 @@ enum wr_stmt {
     WR_REFRESH_URL,
     WR_DROP_URL,
     WR_LRU,
+    WR_IMPORT,
     WR_LIST_OBJECTS,
     WR_OBJECT_SIZE,
     WR_TOUCH,
@@ -102,6 +103,10 @@ static const struct stmt_def wr_defs[WR_COUNT] = {
         " (SELECT group_concat(u.origin_url, char(10)) FROM urls u WHERE u.sha256 = o.sha256)"
         " FROM objects o WHERE o.sha256 > ?1 ORDER BY o.sha256 LIMIT ?2"},
     [WR_OBJECT_SIZE] = {"read an object's size", "SELECT size FROM objects WHERE sha256 = ?1"},
+    [WR_IMPORT] = {"record a sideloaded object",
+        "INSERT INTO objects(sha256, size, created, last_access, hits, pinned, verified_by)"
+        " VALUES (?1, ?2, ?3, ?3, 0, 0, 'import') ON CONFLICT(sha256) DO UPDATE SET"
+        " verified_by = 'import' WHERE verified_by IS NULL OR verified_by IN ('adopted', 'unverified')"},
     [WR_LRU] = {"list eviction candidates",
         "SELECT sha256, size FROM objects WHERE pinned = 0"
         " ORDER BY last_access ASC, created ASC LIMIT ?1"},
@@ -1118,4 +1123,20 @@ int index_object_size(struct index *idx, const char *sha256, uint64_t *size)
     sqlite3_reset(st);
     pthread_mutex_unlock(&idx->wr_lock);
     return found;
+}
+
+int index_import_object(struct index *idx, const char *sha256, uint64_t size, int64_t now)
+{
+    sqlite3_stmt *st = idx->wr_stmt[WR_IMPORT];
+    int rc;
+
+    assert(idx->magic == INDEX_MAGIC);
+    pthread_mutex_lock(&idx->wr_lock);
+    if (sqlite3_bind_text(st, 1, sha256, -1, SQLITE_STATIC)
+        | sqlite3_bind_int64(st, 2, (sqlite3_int64)size) | sqlite3_bind_int64(st, 3, now))
+        rc = -1;
+    else
+        rc = wr_run(idx, WR_IMPORT);
+    pthread_mutex_unlock(&idx->wr_lock);
+    return rc;
 }

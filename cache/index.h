@@ -179,6 +179,10 @@ int index_list_objects(struct index *idx, const char *after, unsigned limit,
 /* 1 and *size when the object exists, 0 when not, -1 on error. */
 int index_object_size(struct index *idx, const char *sha256, uint64_t *size);
 
+/* A sideloaded blob (edgecache import): an objects row with verified_by
+ * 'import' (a row that was adopted or unverified is upgraded). */
+int index_import_object(struct index *idx, const char *sha256, uint64_t size, int64_t now);
+
 /* ---- pins and deployments (thread pool, or start-up) ---------------------- */
 
 /* objects.pinned += delta (never below 0). A pinned object is kept by

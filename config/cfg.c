@@ -1475,7 +1475,8 @@ void cfg_print_help(FILE *out, const char *argv0)
           "Durations: 500ms, 10s, 2m, 1h, 7d (a bare number is seconds).\n"
           "\nCommands, run instead of the daemon with the same options:\n"
           "  edgecache verify [--repair]            rehash the store offline\n"
-          "  edgecache rewrite --cache-url URL FILE rewrite a manifest for children\n", out);
+          "  edgecache rewrite --cache-url URL FILE rewrite a manifest for children\n"
+          "  edgecache import MANIFEST FILE...      sideload files an import manifest lists\n", out);
 }
 
 /* Markdown table cells: '|' would end the cell. */
@@ -1535,4 +1536,16 @@ void cfg_print_example(FILE *out)
                 extra[0] ? "; " : "", extra, o->name, default_is_literal(o) ? " " : "",
                 default_is_literal(o) ? o->def : "");
     }
+}
+
+int cfg_flag_takes_value(const char *arg)
+{
+    size_t len = strlen(arg);
+    if (strncmp(arg, "--", 2) == 0 && strchr(arg, '='))
+        return 0;                   /* --name=value carries its own */
+    const struct cfg_special *sp = special_by_flag(arg, len);
+    if (sp)
+        return sp->metavar != NULL;
+    const struct cfg_option *o = option_by_flag(arg, len);
+    return o && !types[o->type].is_switch;
 }

@@ -122,6 +122,11 @@ enum cfg_result cfg_load(struct cfg *cfg, int argc, char **argv, char **envp,
 
 void cfg_free(struct cfg *cfg);
 
+/* For commands that take operands after the options: 1 when the command-
+ * line argument arg (e.g. "--cache-dir", "-c") is a flag followed by its
+ * value as the next argument, else 0. */
+int cfg_flag_takes_value(const char *arg);
+
 /* --help text generated from the table. */
 void cfg_print_help(FILE *out, const char *argv0);
 

@@ -1,6 +1,7 @@
 /*
  * cmd — edgecache's offline commands, run instead of the daemon:
  *   edgecache verify [--repair] [options]   rehash the store (cmd_verify.c)
+ *   edgecache import [options] MANIFEST FILE...  sideload files (cmd_import.c)
  *   edgecache rewrite --cache-url URL [options] FILE|-
  *                                           a manifest for children (cmd_rewrite.c)
  * Each takes argv with argv[0] naming the command and returns the process's
@@ -11,5 +12,6 @@
 
 int cmd_verify(int argc, char **argv);
 int cmd_rewrite(int argc, char **argv);
+int cmd_import(int argc, char **argv);
 
 #endif
