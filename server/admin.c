@@ -170,6 +170,19 @@ enum MHD_Result admin_reply_json(struct MHD_Connection *c, unsigned status, char
                  MHD_RESPMEM_MUST_FREE);
 }
 
+json_t *admin_body_json(struct admin_req *req, enum MHD_Result *ret)
+{
+    json_error_t jerr;
+    char text[400];
+    json_t *root = json_loadb(req->body ? req->body : "", req->len, 0, &jerr);
+    if (!root) {
+        snprintf(text, sizeof text, "malformed JSON at line %d, column %d: %s\n", jerr.line,
+                 jerr.column, jerr.text);
+        *ret = reply_text(req->conn, MHD_HTTP_BAD_REQUEST, text);
+    }
+    return root;
+}
+
 void admin_answer(struct admin_req *req, unsigned status, const char *ctype, const char *text)
 {
     free(req->answer);

@@ -46,6 +46,11 @@ struct admin_job {
  * answers 500 itself when the job cannot be queued (j is destroyed). */
 enum MHD_Result admin_job_start(struct admin_req *req, struct admin_job *j);
 
+/* The request body as JSON, or NULL after answering 400 (line and column
+ * of the error) with *ret the handler's result. */
+struct json_t;
+struct json_t *admin_body_json(struct admin_req *req, enum MHD_Result *ret);
+
 /* Sets req's deferred answer (takes a copy of text). */
 void admin_answer(struct admin_req *req, unsigned status, const char *ctype, const char *text);
 
@@ -62,7 +67,6 @@ enum MHD_Result api_objects_list(struct admin_req *req);
 enum MHD_Result api_objects_delete(struct admin_req *req, const char *sha256);
 
 /* Deployments (server/api_prefetch.c). */
-struct json_t;
 enum MHD_Result api_prefetch(struct admin_req *req);
 enum MHD_Result api_prefetch_urls(struct admin_req *req, struct json_t *list);
 enum MHD_Result api_deployment_delete(struct admin_req *req, const char *id);

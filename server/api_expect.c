@@ -112,14 +112,11 @@ static enum MHD_Result bad_request(struct admin_req *req, const char *why)
 
 enum MHD_Result api_expectations(struct admin_req *req)
 {
-    json_error_t jerr;
     char why[512];
-    json_t *root = json_loadb(req->body ? req->body : "", req->len, 0, &jerr);
-    if (!root) {
-        snprintf(why, sizeof why, "malformed JSON at line %d, column %d: %s", jerr.line,
-                 jerr.column, jerr.text);
-        return bad_request(req, why);
-    }
+    enum MHD_Result bad;
+    json_t *root = admin_body_json(req, &bad);
+    if (!root)
+        return bad;
     json_t *list = json_is_object(root) ? json_object_get(root, "expectations") : root;
     if (!json_is_array(list)) {
         json_decref(root);

@@ -164,14 +164,10 @@ json_t *api_deployments_json(struct edge *e)
  * code (which registers its hashes first). */
 enum MHD_Result api_prefetch(struct admin_req *req)
 {
-    json_error_t jerr;
-    char why[300];
-    json_t *root = json_loadb(req->body ? req->body : "", req->len, 0, &jerr);
-    if (!root) {
-        snprintf(why, sizeof why, "malformed JSON at line %d, column %d: %s", jerr.line,
-                 jerr.column, jerr.text);
-        return fail(req, 400, why);
-    }
+    enum MHD_Result bad;
+    json_t *root = admin_body_json(req, &bad);
+    if (!root)
+        return bad;
     json_t *list = json_is_object(root) ? json_object_get(root, "urls") : root;
     enum MHD_Result ret;
     if (json_is_array(list) && json_is_string(json_array_get(list, 0)))
