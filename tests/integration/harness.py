@@ -47,11 +47,20 @@ def child_env(extra=None):
     return env
 
 
+_ISSUED_PORTS = set()
+
+
 def free_port():
-    """An ephemeral loopback port that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """An ephemeral loopback port that was free a moment ago, and never one
+    this process handed out before: two calls in a row must not give the
+    same port (a "dead" origin port must not become the daemon's own)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _ISSUED_PORTS:
+            _ISSUED_PORTS.add(port)
+            return port
 
 
 def port_is_open(port, host="127.0.0.1"):
