@@ -17,10 +17,10 @@ fi
 
 ./docker/install-deps.sh test
 # shellcheck disable=SC2086
-cmake -S . -B "$dir" $flags >/dev/null
+cmake -S . -B "$dir" -DEDGECACHE_TESTS=ON $flags >/dev/null
 cmake --build "$dir" -j"$(nproc)"
 if [ "$dir" = build-asan ]; then
   export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:halt_on_error=1"
   export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 fi
-ctest --test-dir "$dir" --output-on-failure -j2
+ctest --test-dir "$dir" --output-on-failure --no-tests=error -j2
