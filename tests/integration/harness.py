@@ -591,12 +591,7 @@ class Edgecache:
                 if all(has(line, n) for n in needles)]
 
     def blobs(self):
-        """Paths of every file under blobs/, relative to the cache dir."""
-        out = []
-        root = os.path.join(self.cache_dir, "blobs")
-        for dirpath, _, files in os.walk(root):
-            out += [os.path.relpath(os.path.join(dirpath, f), self.cache_dir) for f in files]
-        return sorted(out)
+        return blob_files(self.cache_dir)
 
     def blob_path(self, hexdigest):
         return os.path.join(self.cache_dir, "blobs", hexdigest[:2], hexdigest[2:4], hexdigest)
@@ -617,27 +612,39 @@ class Edgecache:
         return self.tmp_files()
 
     def close(self):
-        """Stops the daemon as an operator would (SIGTERM) and fails the test
-        if it did not exit cleanly, or if a sanitizer reported anything in
-        its log during the test (the suite also runs under ASan + UBSan)."""
-        if self.process is None:
-            return
-        problems = []
-        try:
-            if self.process.running():
-                code = self.stop()
-                if code != 0:
-                    problems.append("exit code %s after SIGTERM" % code)
-        finally:
-            self.process.close()
-        with open(self.log_path, errors="replace") as f:
-            text = f.read()
-        for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
-            if marker in text:
-                problems.append("the log holds %r" % marker)
-        if problems:
-            raise AssertionError("edgecache did not stop cleanly: %s\n%s"
-                                 % ("; ".join(problems), tail(self.log_path, 60)))
+        stop_cleanly(self.process, self.stop, self.log_path, "edgecache")
+
+
+def blob_files(cache_dir):
+    """Paths of every file under blobs/, relative to the cache dir."""
+    out = []
+    for dirpath, _, files in os.walk(os.path.join(cache_dir, "blobs")):
+        out += [os.path.relpath(os.path.join(dirpath, f), cache_dir) for f in files]
+    return sorted(out)
+
+
+def stop_cleanly(process, stop, log_path, name):
+    """Stops a daemon as an operator would (stop(): SIGTERM and wait) and
+    fails the test if it did not exit 0, or if a sanitizer reported anything
+    in its log (the suite also runs under ASan + UBSan)."""
+    if process is None:
+        return
+    problems = []
+    try:
+        if process.running():
+            code = stop()
+            if code != 0:
+                problems.append("exit code %s after SIGTERM" % code)
+    finally:
+        process.close()
+    with open(log_path, errors="replace") as f:
+        text = f.read()
+    for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+        if marker in text:
+            problems.append("the log holds %r" % marker)
+    if problems:
+        raise AssertionError("%s did not stop cleanly: %s\n%s"
+                             % (name, "; ".join(problems), tail(log_path, 60)))
 
 
 def requests_counter(metrics, cache_status):

@@ -385,33 +385,14 @@ class Node:
                          interval=0.1, what="%s to have no fill in flight" % self.role)
 
     def blobs(self):
-        out = []
-        for dirpath, _, names in os.walk(os.path.join(self.cache_dir, "blobs")):
-            out += [os.path.relpath(os.path.join(dirpath, n), self.cache_dir) for n in names]
-        return sorted(out)
+        return harness.blob_files(self.cache_dir)
 
     def close(self):
-        """Stops the daemon with SIGTERM; fails when it does not exit 0 or
-        a sanitizer spoke in its log."""
-        if self.process is None:
-            return
-        problems = []
         try:
-            if self.process.running():
-                code = self.stop()
-                if code != 0:
-                    problems.append("exit code %s after SIGTERM" % code)
+            harness.stop_cleanly(self.process, self.stop, self.log_path,
+                                 "edgecache " + self.role)
         finally:
-            self.process.close()
             self.process = None
-        with open(self.log_path, errors="replace") as f:
-            text = f.read()
-        for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
-            if marker in text:
-                problems.append("the log holds %r" % marker)
-        if problems:
-            raise AssertionError("edgecache %s did not stop cleanly: %s\n%s" % (
-                self.role, "; ".join(problems), harness.tail(self.log_path, 60)))
 
 
 # --------------------------------------------------------------------------
