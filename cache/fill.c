@@ -422,7 +422,7 @@ static int choose_upstream(struct fill *fl, const char *via_in)
 static int setup_easy(struct fill *fl)
 {
     const struct cfg *cfg = fl->owner->env.cfg;
-    CURL *e = curl_easy_init();
+    CURL *e = upstream_easy(cfg->connect_timeout_ms, fl->curl_error);
     if (!e)
         return -1;
     fl->xfer.easy = e;
@@ -430,14 +430,9 @@ static int setup_easy(struct fill *fl)
     fl->req_headers = request_headers(fl, NULL);
     curl_easy_setopt(e, CURLOPT_URL, fl->fetch_url);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, fl->req_headers);
-    curl_easy_setopt(e, CURLOPT_USERAGENT, "edgecache/" EDGECACHE_VERSION);
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)cfg->connect_timeout_ms);
     curl_easy_setopt(e, CURLOPT_BUFFERSIZE, (long)UPSTREAM_BUFFER);
     curl_easy_setopt(e, CURLOPT_FILETIME, 1L);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
-    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, fl->curl_error);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, fl);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);

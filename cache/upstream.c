@@ -12,6 +12,8 @@
 
 #include <stdlib.h>
 
+#include "version.h"
+
 struct upstream_sock {
     uv_poll_t poll;
     curl_socket_t fd;
@@ -216,4 +218,17 @@ void upstream_close(struct upstream **up)
         sock_release(u, u->socks);
     uv_timer_stop(&u->timer);
     uv_close((uv_handle_t *)&u->timer, upstream_freed);
+}
+
+CURL *upstream_easy(uint64_t connect_timeout_ms, char *errbuf)
+{
+    CURL *e = curl_easy_init();
+    if (!e)
+        return NULL;
+    curl_easy_setopt(e, CURLOPT_USERAGENT, "edgecache/" EDGECACHE_VERSION);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)connect_timeout_ms);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, errbuf);
+    return e;
 }

@@ -34,6 +34,12 @@ struct upstream_xfer {
     int active;                 /* 1 while added to the multi handle */
 };
 
+/* A new easy handle with what every upstream request of edgecache shares:
+ * http and https only, no signals, the User-Agent, the connect timeout and
+ * an error buffer (CURL_ERROR_SIZE bytes, owned by the caller). NULL when
+ * out of memory. */
+CURL *upstream_easy(uint64_t connect_timeout_ms, char *errbuf);
+
 int upstream_open(struct upstream **out, uv_loop_t *loop, const struct logger *log);
 /* Cancels what is still running (no completion callbacks), closes the
  * libuv handles and frees when they are closed; sets *u to NULL. */

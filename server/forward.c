@@ -30,6 +30,7 @@ struct forward {
     unsigned attempt;
     uv_timer_t retry;
     long status;
+    char error[CURL_ERROR_SIZE];
     struct forward *next, *prev;    /* the edge's forwards in flight */
 };
 
@@ -92,7 +93,8 @@ static void forward_done(struct upstream_xfer *x, CURLcode result)
         || (result == CURLE_OK && f->status >= 400 && f->status < 500)) {
         e->stats.parent_forwards_failed++;
         log_msg(&e->log, LOG_WARN, "forward", "gave up handing the manifest to the parent "
-                "(%s): %s", f->url, result == CURLE_OK ? "it refused it" : curl_easy_strerror(result));
+                "(%s): %s", f->url, result == CURLE_OK ? "it refused it"
+                            : f->error[0] ? f->error : curl_easy_strerror(result));
         forward_end(f);
         return;
     }
@@ -102,6 +104,7 @@ static void forward_done(struct upstream_xfer *x, CURLcode result)
 static void forward_try(uv_timer_t *t)
 {
     struct forward *f = t->data;
+    f->error[0] = '\0';
     if (f->e->stopping || !f->e->upstream || upstream_start(f->e->upstream, &f->xfer) != 0) {
         f->e->stats.parent_forwards_failed++;
         forward_end(f);
@@ -115,7 +118,7 @@ void forward_to_parent(struct edge *e, const char *call, const char *body, size_
     if (!cfg->parent_admin_url || !cfg->parent_admin_url[0])
         return;
     struct forward *f = calloc(1, sizeof *f);
-    if (!f || !(f->body = malloc(len ? len : 1)) || !(f->xfer.easy = curl_easy_init())) {
+    if (!f || !(f->body = malloc(len ? len : 1)) || !(f->xfer.easy = upstream_easy(cfg->connect_timeout_ms, f->error))) {
         if (f)
             free(f->body);
         free(f);
@@ -139,9 +142,6 @@ void forward_to_parent(struct edge *e, const char *call, const char *body, size_
     curl_easy_setopt(c, CURLOPT_POSTFIELDS, f->body);
     curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)f->len);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, f->headers);
-    curl_easy_setopt(c, CURLOPT_USERAGENT, "edgecache/" EDGECACHE_VERSION);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)cfg->connect_timeout_ms);
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 60000L);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
     uv_timer_init(e->loop, &f->retry);

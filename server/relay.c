@@ -345,7 +345,8 @@ struct relay *relay_start(struct edge *e, struct MHD_Connection *conn, const cha
     struct relay *r = calloc(1, sizeof *r);
     char line[1200];
     if (!r || !(r->up = malloc(RELAY_BUF)) || !(r->down = malloc(RELAY_BUF))
-        || !(r->key = strdup(rt->key)) || !(r->xfer.easy = curl_easy_init())) {
+        || !(r->key = strdup(rt->key))
+        || !(r->xfer.easy = upstream_easy(e->cfg->connect_timeout_ms, r->error))) {
         if (r) {
             free(r->up);
             free(r->down);
@@ -385,10 +386,6 @@ struct relay *relay_start(struct edge *e, struct MHD_Connection *conn, const cha
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_write);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, r->req_headers);
-    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, r->error);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)e->cfg->connect_timeout_ms);
     curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
     curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME,
                      (long)((e->cfg->stall_timeout_ms + 999) / 1000));
