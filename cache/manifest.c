@@ -433,9 +433,6 @@ static int url_build(const struct manifest_opts *o, const char *scheme, const ch
     char hostport[300];
     const char *slash = strrchr(path, '/');
     const char *seg = slash ? slash + 1 : path;
-    size_t blen = strlen(o->cache_base);
-    while (blen > 0 && o->cache_base[blen - 1] == '/')
-        blen--;
     if (port && port != default_port(scheme))
         snprintf(hostport, sizeof hostport, "%s:%u", host, port);
     else
@@ -443,9 +440,7 @@ static int url_build(const struct manifest_opts *o, const char *scheme, const ch
     if (asprintf(&r->origin, "%s://%s%s%s%s", scheme, hostport, path, query ? "?" : "",
                  query ? query : "") < 0)
         r->origin = NULL;
-    if (asprintf(&r->rewritten, "%.*s%s?%s%scacheHostOrigin=%s", (int)blen, o->cache_base,
-                 path, query ? query : "", query ? "&" : "", hostport) < 0)
-        r->rewritten = NULL;
+    r->rewritten = r->origin ? route_do_url(o->cache_base, r->origin) : NULL;
     r->name = strdup(*seg ? seg : host);
     return r->origin && r->rewritten && r->name ? 0 : -1;
 }
