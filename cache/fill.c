@@ -24,7 +24,7 @@
 #include "cache/route.h"
 #include "cache/stats.h"
 #include "cache/store.h"
-#include "server/http_range.h"
+#include "cache/http_range.h"
 #include "version.h"
 
 #define FILL_MAGIC 0x46696c6cu

@@ -7,7 +7,7 @@
 #include <strings.h>
 #include <time.h>
 
-#include "server/http_range.h"
+#include "cache/http_range.h"
 
 /* "name" or "name=value" at p (length n); value may be quoted. */
 static int64_t delta_seconds(const char *v, size_t n)

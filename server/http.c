@@ -31,7 +31,7 @@
 #include "cache/lookup.h"
 #include "cache/route.h"
 #include "server/edge.h"
-#include "server/http_range.h"
+#include "cache/http_range.h"
 #include "server/relay.h"
 #include "version.h"
 

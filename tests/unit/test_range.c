@@ -8,7 +8,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "server/http_range.h"
+#include "cache/http_range.h"
 
 /* Sun, 06 Nov 1994 08:49:37 GMT */
 static const time_t rfc_example = 784111777;

@@ -1,6 +1,6 @@
 /*
  * http_range — Range, If-Range, If-None-Match, If-Modified-Since and HTTP
- * dates (see server/http_range.h).
+ * dates (see cache/http_range.h).
  *
  * Every parser here reads a header value through a small cursor (struct scan)
  * and refuses anything it does not fully understand: for a Range that means
@@ -9,7 +9,7 @@
  * instead of overflowing: a first byte that large is past any end, a last
  * byte that large is clipped, a suffix that large is the whole body.
  */
-#include "server/http_range.h"
+#include "cache/http_range.h"
 
 #include <stddef.h>
 #include <stdio.h>
