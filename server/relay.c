@@ -242,20 +242,35 @@ static void answer_free(void *cls)
     relay_unref(cls);
 }
 
+/* The upstream never answered: 502 (504 on a timeout) with one line of
+ * text. The URL is cut to fit, so the body never reaches past its buffer. */
+static enum MHD_Result answer_unreachable(struct relay *r)
+{
+    char text[600];
+    int n = snprintf(text, sizeof text, "upstream for %.300s unreachable: %.200s\n", r->key,
+                     r->error[0] ? r->error : curl_easy_strerror(r->result));
+    if (n < 0)
+        n = 0;
+    if ((size_t)n >= sizeof text) {
+        n = (int)sizeof text - 1;
+        text[n - 1] = '\n';
+    }
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer((size_t)n, text, MHD_RESPMEM_MUST_COPY);
+    if (!resp)
+        return MHD_NO;
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; charset=utf-8");
+    unsigned st = r->result == CURLE_OPERATION_TIMEDOUT ? 504 : 502;
+    r->e->stats.req_error++;
+    enum MHD_Result ret = MHD_queue_response(r->conn, st, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
 static enum MHD_Result answer(struct relay *r)
 {
-    if (!r->headers_done) {
-        char text[600];
-        int n = snprintf(text, sizeof text, "upstream for %s unreachable: %s\n", r->key,
-                         r->error[0] ? r->error : curl_easy_strerror(r->result));
-        struct MHD_Response *resp = MHD_create_response_from_buffer(
-            (size_t)n, text, MHD_RESPMEM_MUST_COPY);
-        unsigned st = r->result == CURLE_OPERATION_TIMEDOUT ? 504 : 502;
-        r->e->stats.req_error++;
-        enum MHD_Result ret = MHD_queue_response(r->conn, st, resp);
-        MHD_destroy_response(resp);
-        return ret;
-    }
+    if (!r->headers_done)
+        return answer_unreachable(r);
     struct MHD_Response *resp = MHD_create_response_from_callback(
         r->length >= 0 ? (uint64_t)r->length : MHD_SIZE_UNKNOWN, 64 * 1024, answer_read, r,
         answer_free);
