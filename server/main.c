@@ -152,6 +152,10 @@ static int edge_start(struct edge *e, char *err, size_t errlen)
     return 0;
 }
 
+/* After the loop: what a failed start left open is stopped, the loop runs
+ * until every close callback and every piece of pool work has finished
+ * (a commit in flight completes and may still call the evictor), and only
+ * then are the evictor, the index and the store freed. */
 static void edge_teardown(struct edge *e)
 {
     prefetch_close(&e->prefetch);
@@ -161,8 +165,9 @@ static void edge_teardown(struct edge *e)
         upstream_close(&e->upstream);
     }
     fills_close(&e->fills);
+    uv_run(e->loop, UV_RUN_DEFAULT);
     evict_close(&e->evictor);
-    uv_run(e->loop, UV_RUN_DEFAULT);    /* let close callbacks and pool work finish */
+    uv_run(e->loop, UV_RUN_DEFAULT);
     index_close(&e->index);
     store_close(&e->store);
 }
