@@ -144,6 +144,7 @@ static void fill_set_state(struct fill *fl, enum fill_state st);
 static void fill_fail(struct fill *fl, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void fill_wake_all(struct fill *fl);
+static void fill_end(struct fill *fl);
 static void table_remove(struct fill *fl);
 static void fill_release(struct fill *fl);
 static size_t on_header(char *buf, size_t size, size_t n, void *arg);
@@ -281,8 +282,10 @@ void fills_close(struct fills **fp)
             struct fill *fl = f->buckets[b];
             upstream_cancel(f->env.upstream, &fl->xfer);
             if (fl->state == FILL_COMMITTING || fl->state == FILL_REVALIDATED) {
-                /* the pool work finishes and drops its reference */
-                table_remove(fl);
+                /* Its bytes are all in (or the stored copy stands): the pool
+                 * work finishes and drops its reference, and its readers
+                 * are woken now to take what there is. */
+                fill_end(fl);
                 continue;
             }
             fill_fail(fl, 502, "edgecache is shutting down");

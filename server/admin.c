@@ -197,34 +197,54 @@ static void job_work(uv_work_t *w)
     j->run(j);
 }
 
+static void job_unlink(struct admin_job *j)
+{
+    if (j->prev)
+        j->prev->next = j->next;
+    else if (j->e->admin_jobs == j)
+        j->e->admin_jobs = j->next;
+    if (j->next)
+        j->next->prev = j->prev;
+    j->next = j->prev = NULL;
+}
+
 static void job_after(uv_work_t *w, int status)
 {
     struct admin_job *j = w->data;
     struct admin_req *req = j->req;
     (void)status;
+    job_unlink(j);
     j->finish(j);
     if (req) {
         req->job = NULL;
         if (!req->answer)
             admin_answer(req, MHD_HTTP_INTERNAL_SERVER_ERROR, "text/plain", "the call failed\n");
-        MHD_resume_connection(req->conn);
         if (j->e->admin_daemon)
-            mhduv_kick(&j->e->admin_uv);
+            mhduv_resume(&j->e->admin_uv, req->conn);
     }
     j->destroy(j);
 }
 
 enum MHD_Result admin_job_start(struct admin_req *req, struct admin_job *j)
 {
+    struct edge *e = req->e;
     j->work.data = j;
     j->req = req;
-    j->e = req->e;
-    if (uv_queue_work(req->e->loop, &j->work, job_work, job_after) != 0) {
+    j->e = e;
+    if (e->stopping || uv_queue_work(e->loop, &j->work, job_work, job_after) != 0) {
         j->destroy(j);
-        return reply_text(req->conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot queue the work\n");
+        return reply_text(req->conn, e->stopping ? MHD_HTTP_SERVICE_UNAVAILABLE
+                                                 : MHD_HTTP_INTERNAL_SERVER_ERROR,
+                          e->stopping ? "edgecache is shutting down\n"
+                                      : "cannot queue the work\n");
     }
+    j->prev = NULL;
+    j->next = e->admin_jobs;
+    if (e->admin_jobs)
+        e->admin_jobs->prev = j;
+    e->admin_jobs = j;
     req->job = j;
-    MHD_suspend_connection(req->conn);
+    mhduv_suspend(&e->admin_uv, req->conn);
     return MHD_YES;
 }
 
@@ -368,6 +388,21 @@ void admin_stop(struct edge *e)
 {
     if (!e->admin_daemon)
         return;
+    /* The jobs finish on the pool without their requests; each request
+     * still waiting is answered now, so no connection stays suspended. */
+    for (struct admin_job *j = e->admin_jobs; j; j = j->next) {
+        struct admin_req *req = j->req;
+        if (!req)
+            continue;
+        j->req = NULL;
+        req->job = NULL;
+        admin_answer(req, MHD_HTTP_SERVICE_UNAVAILABLE, "text/plain; charset=utf-8",
+                     "edgecache is shutting down\n");
+        mhduv_resume(&e->admin_uv, req->conn);
+    }
+    unsigned left = mhduv_drain(&e->admin_uv, 16);
+    if (left)
+        log_msg(&e->log, LOG_ERROR, "admin", "%u connections still suspended at shutdown", left);
     mhduv_stop(&e->admin_uv, NULL);
     MHD_stop_daemon(e->admin_daemon);
     e->admin_daemon = NULL;

@@ -7,7 +7,10 @@
  * the disk hands a struct admin_job to the libuv thread pool and suspends
  * the connection; the job's finish step (loop thread) sets the answer and
  * resumes it. A job outlives its request if the client goes away: the
- * request then only detaches itself (job->req = NULL).
+ * request then only detaches itself (job->req = NULL). When the control
+ * plane stops, every request still waiting on a job is detached from it,
+ * answered 503 and resumed (no connection may stay suspended), and the jobs
+ * finish on their own.
  *
  * Thread: loop thread, except admin_job.run (thread pool).
  */
@@ -37,6 +40,7 @@ struct admin_job {
     uv_work_t work;
     struct admin_req *req;      /* NULL once the request went away */
     struct edge *e;
+    struct admin_job *next, *prev;  /* the edge's jobs in flight */
     void (*run)(struct admin_job *j);       /* thread pool */
     void (*finish)(struct admin_job *j);    /* loop thread; j->req may be NULL */
     void (*destroy)(struct admin_job *j);   /* loop thread */

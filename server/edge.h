@@ -27,6 +27,7 @@ struct prefetch;
 struct evictor;
 struct forward;
 struct relay;
+struct admin_job;
 
 struct edge {
     const struct cfg *cfg;
@@ -40,6 +41,7 @@ struct edge {
     struct evictor *evictor;    /* owned */
     struct forward *forwards;   /* manifests being handed to the parent (forward.c) */
     struct relay *relays;       /* other methods being relayed (relay.c) */
+    struct admin_job *admin_jobs;   /* control-plane work on the pool (admin.c) */
     struct stats stats;
     struct MHD_Daemon *data_daemon;
     struct MHD_Daemon *admin_daemon;

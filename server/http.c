@@ -286,15 +286,13 @@ static enum MHD_Result serve_stored(struct http_req *r, struct lookup_result *lk
 static void req_wake(struct fill_waiter *w)
 {
     struct http_req *r = (struct http_req *)((char *)w - offsetof(struct http_req, waiter));
-    MHD_resume_connection(r->conn);
-    mhduv_kick(&r->e->data_uv);
+    mhduv_resume(&r->e->data_uv, r->conn);
 }
 
 static void stream_wake(struct fill_waiter *w)
 {
     struct http_stream *s = (struct http_stream *)((char *)w - offsetof(struct http_stream, waiter));
-    MHD_resume_connection(s->conn);
-    mhduv_kick(&s->e->data_uv);
+    mhduv_resume(&s->e->data_uv, s->conn);
 }
 
 static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
@@ -305,6 +303,11 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
     if (fi.state == FILL_FAILED)
         return MHD_CONTENT_READER_END_WITH_ERROR;
     if (s->len != UINT64_MAX && pos >= s->len)
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    /* A body of unknown length ends once the fill has all its bytes,
+     * verified (committing or done). */
+    if (s->len == UINT64_MAX && (fi.state == FILL_COMMITTING || fi.state == FILL_DONE)
+        && s->first + pos >= fi.received)
         return MHD_CONTENT_READER_END_OF_STREAM;
     uint64_t off = s->first + pos;
     uint64_t avail = fill_readable(s->fill);
@@ -322,7 +325,9 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
     if (fi.state == FILL_DONE)     /* nothing more will come */
         return s->len == UINT64_MAX ? MHD_CONTENT_READER_END_OF_STREAM
                                     : MHD_CONTENT_READER_END_WITH_ERROR;
-    MHD_suspend_connection(s->conn);
+    if (s->e->stopping)             /* nothing wakes a reader any more */
+        return MHD_CONTENT_READER_END_WITH_ERROR;
+    mhduv_suspend(&s->e->data_uv, s->conn);
     fill_wait(s->fill, &s->waiter);
     return 0;
 }
@@ -335,10 +340,17 @@ static void stream_free(void *cls)
     free(s);
 }
 
-static void wait_for_fill(struct http_req *r)
+/* Suspends the request until its fill moves on; once the daemon is
+ * stopping, nothing would wake it: the answer is a 503 instead. */
+static enum MHD_Result wait_for_fill(struct http_req *r)
 {
-    MHD_suspend_connection(r->conn);
+    if (r->e->stopping) {
+        fill_unref(&r->fill, &r->waiter);
+        return respond_text(r, MHD_HTTP_SERVICE_UNAVAILABLE, "edgecache is shutting down");
+    }
+    mhduv_suspend(&r->e->data_uv, r->conn);
     fill_wait(r->fill, &r->waiter);
+    return MHD_YES;
 }
 
 static const char *join_status(const struct http_req *r)
@@ -374,8 +386,7 @@ static enum MHD_Result answer_streaming(struct http_req *r, const struct fill_in
     };
     struct http_range range;
     if (!fi->has_total && header(r->conn, MHD_HTTP_HEADER_RANGE) && fi->state != FILL_DONE) {
-        wait_for_fill(r);           /* a range of an unknown length: wait for the end */
-        return MHD_YES;
+        return wait_for_fill(r);    /* a range of an unknown length: wait for the end */
     }
     if (r->kind == JOIN_MISS)       /* counted by how it is answered: from the fill */
         r->e->stats.req_miss++;
@@ -446,8 +457,7 @@ static enum MHD_Result serve_from_fill(struct http_req *r)
     int64_t now = (int64_t)time(NULL);
     switch (fi.state) {
     case FILL_CONNECTING:
-        wait_for_fill(r);
-        return MHD_YES;
+        return wait_for_fill(r);
     case FILL_REVALIDATED:
         if (!r->has_stale) {        /* joined without the stored copy: look it up now */
             fill_unref(&r->fill, &r->waiter);
@@ -678,12 +688,14 @@ void http_stop(struct edge *e)
 {
     if (!e->data_daemon)
         return;
-    /* Failing the fills wakes (resumes) every waiting connection; two runs
-     * let MHD act on the resumes before the daemon stops. */
+    /* Closing the fills wakes every reader, whatever its fill's state, and
+     * stopping the relays wakes theirs; MHD then runs until it has acted on
+     * every resume (it aborts when stopped with a connection suspended). */
     relay_stop_all(e);
     fills_close(&e->fills);
-    mhduv_run(&e->data_uv);
-    mhduv_run(&e->data_uv);
+    unsigned left = mhduv_drain(&e->data_uv, 16);
+    if (left)
+        log_msg(&e->log, LOG_ERROR, "http", "%u connections still suspended at shutdown", left);
     mhduv_stop(&e->data_uv, NULL);
     MHD_stop_daemon(e->data_daemon);
     e->data_daemon = NULL;

@@ -54,6 +54,35 @@ int mhduv_start(struct mhduv *m, uv_loop_t *loop, struct MHD_Daemon *d)
     return 0;
 }
 
+void mhduv_suspend(struct mhduv *m, struct MHD_Connection *c)
+{
+    MHD_suspend_connection(c);
+    m->suspended++;
+}
+
+void mhduv_resume(struct mhduv *m, struct MHD_Connection *c)
+{
+    MHD_resume_connection(c);
+    if (m->suspended)
+        m->suspended--;
+    mhduv_kick(m);
+}
+
+unsigned mhduv_suspended(const struct mhduv *m)
+{
+    return m->suspended;
+}
+
+unsigned mhduv_drain(struct mhduv *m, unsigned rounds)
+{
+    for (unsigned i = 0; i < rounds; i++) {
+        MHD_run(m->daemon);
+        if (m->suspended == 0)
+            break;
+    }
+    return m->suspended;
+}
+
 void mhduv_kick(struct mhduv *m)
 {
     if (m->running)

@@ -65,11 +65,13 @@ static void relay_unref(struct relay *r)
     free(r);
 }
 
+/* Once the daemon is stopping nothing would resume the connection, so it
+ * is not suspended (the transfers are cancelled and answers end). */
 static void suspend(struct relay *r)
 {
-    if (!r->suspended && r->conn) {
+    if (!r->suspended && r->conn && !r->e->stopping) {
         r->suspended = 1;
-        MHD_suspend_connection(r->conn);
+        mhduv_suspend(&r->e->data_uv, r->conn);
     }
 }
 
@@ -77,8 +79,7 @@ static void wake(struct relay *r)
 {
     if (r->suspended && r->conn) {
         r->suspended = 0;
-        MHD_resume_connection(r->conn);
-        mhduv_kick(&r->e->data_uv);
+        mhduv_resume(&r->e->data_uv, r->conn);
     }
 }
 

@@ -63,15 +63,16 @@ def edgecache_bin():
 @pytest.fixture
 def edgecache(request, workdir, edgecache_bin):
     """Factory: edgecache(allow=[base URLs], args=[extra flags],
-    cache_dir=None, start=True, mutable=False) -> harness.Edgecache, started
-    and ready. The allowed origins are also immutable unless mutable=True."""
+    cache_dir=None, start=True, mutable=False, env={}) -> harness.Edgecache,
+    started and ready. The allowed origins are also immutable unless
+    mutable=True; env adds variables to the daemon's environment."""
     started = []
 
-    def make(allow=(), args=(), cache_dir=None, start=True, mutable=False):
+    def make(allow=(), args=(), cache_dir=None, start=True, mutable=False, env=None):
         name = "edgecache%d" % len(started)
         cache_dir = cache_dir or os.path.join(workdir, name + "-cache")
         ec = harness.Edgecache(edgecache_bin, workdir, name, cache_dir, allow, args,
-                               mutable=mutable)
+                               mutable=mutable, env=env)
         started.append(ec)
         request.addfinalizer(ec.close)
         _attach_log(request, "%s log" % name, ec.log_path)

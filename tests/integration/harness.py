@@ -452,8 +452,10 @@ class Edgecache:
     """The daemon under test. Ports are chosen once and kept across
     restart(), like the cache dir."""
 
-    def __init__(self, binary, workdir, name, cache_dir, allow, args, mutable=False):
+    def __init__(self, binary, workdir, name, cache_dir, allow, args, mutable=False,
+                 env=None):
         self.binary = binary
+        self.env = dict(env or {})
         self.cache_dir = cache_dir
         self.allow = list(allow)
         self.args = list(args)
@@ -491,7 +493,7 @@ class Edgecache:
         self.starts += 1
         with open(self.log_path, "ab") as f:
             f.write(("==== start %d: %s\n" % (self.starts, " ".join(self.argv()))).encode())
-        self.process = Process(self.argv(), self.log_path)
+        self.process = Process(self.argv(), self.log_path, env=child_env(self.env))
         self.wait_ready(ready_timeout)
         return self
 

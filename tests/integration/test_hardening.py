@@ -3,7 +3,16 @@ have, each with the scenario that showed it. Every daemon is stopped with
 SIGTERM by the fixture, which fails the test on a non-zero exit or on any
 sanitizer report in its log (the suite also runs under ASan + UBSan)."""
 
+import http.client
+import os
+import signal
+import sqlite3
+import threading
+import time
+
 import harness
+from harness import do_target
+from origin import object_bytes
 
 
 def test_a_long_url_relayed_to_a_dead_origin_gets_a_short_clean_answer(edgecache):
@@ -23,3 +32,142 @@ def test_a_long_url_relayed_to_a_dead_origin_gets_a_short_clean_answer(edgecache
         assert "\0" not in text
         assert len(r.body) <= 1024, len(r.body)
     assert ec.running()
+
+
+def _fill_state(ec, key_part):
+    """The /status entry of the fill whose key holds key_part, or None."""
+    for f in ec.status()["fills"]:
+        if key_part in f["key"]:
+            return f
+    return None
+
+
+class IndexWriteLock:
+    """Another process's write transaction on the daemon's index.db: every
+    index write of the daemon (a fill's commit, a purge) waits for it on the
+    thread pool, so a commit stays in the "committing" state, or an admin
+    job stays suspended, for as long as the test holds it."""
+
+    def __init__(self, cache_dir):
+        self.db = sqlite3.connect(os.path.join(cache_dir, "index.db"), timeout=10,
+                                  isolation_level=None)
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def release(self):
+        if self.db is not None:
+            self.db.execute("ROLLBACK")
+            self.db.close()
+            self.db = None
+
+
+def _read_all_but_the_last_byte(ec, target, size):
+    """Opens a download and reads size - 1 bytes of it. The object sends
+    Repr-Digest, so the fill holds its last byte back until the digest
+    verifies: the reader then waits, suspended, on the fill."""
+    conn = http.client.HTTPConnection("127.0.0.1", ec.port, timeout=60)
+    conn.request("GET", target)
+    resp = conn.getresponse()
+    assert resp.status == 200, resp.status
+    got = b""
+    while len(got) < size - 1:
+        chunk = resp.read1(size - 1 - len(got))
+        assert chunk, "the download ended after %d bytes" % len(got)
+        got += chunk
+    return conn, resp, got
+
+
+def _stop_while(ec, lock, hold=0.3):
+    """SIGTERM; the index stays locked `hold` seconds more, then the work
+    waiting on it may finish during the shutdown. Returns the exit status."""
+    ec.process.signal(signal.SIGTERM)
+    time.sleep(hold)
+    lock.release()
+    return ec.process.wait(30)
+
+
+def _assert_clean_exit(ec, code):
+    text = ec.log_text()
+    assert code == 0, "exit status %s\n%s" % (code, harness.tail(ec.log_path, 20))
+    assert "Fatal error in GNU libmicrohttpd" not in text
+    for marker in ("ERROR: AddressSanitizer", "runtime error:"):
+        assert marker not in text, harness.tail(ec.log_path, 60)
+
+
+def test_sigterm_while_a_reader_waits_on_a_committing_fill(origin, edgecache):
+    """MHD_stop_daemon aborts the process while a connection is suspended,
+    and a reader waiting on the held-back last byte of a committing fill
+    was never woken at shutdown."""
+    ec = edgecache(allow=[origin.base])
+    size = 1 << 20
+    # chunked, its end 0.3 s after its last byte: the reader has everything
+    # but the held-back byte, and waits, when the body ends.
+    target = do_target("/obj/held?size=%d&repr=1&chunked=1&endwait=0.3" % size, origin.host)
+    lock = IndexWriteLock(ec.cache_dir)
+    try:
+        conn, resp, got = _read_all_but_the_last_byte(ec, target, size)
+        harness.wait_for(lambda: (_fill_state(ec, "/obj/held?") or {}).get("state")
+                         == "committing", 5, what="the fill to be committing")
+        code = _stop_while(ec, lock)
+        try:
+            rest = resp.read()
+        except http.client.IncompleteRead as e:
+            rest = e.partial
+        conn.close()
+    finally:
+        lock.release()
+    _assert_clean_exit(ec, code)
+    # what the reader got is the object's bytes (maybe not all of them)
+    assert harness.is_prefix(got + rest, object_bytes("held", "0", size))
+
+
+def test_sigterm_while_an_admin_job_waits_on_the_pool(origin, edgecache):
+    """An admin call that runs on the thread pool holds its connection
+    suspended: stopping the control plane under it aborted the process."""
+    ec = edgecache(allow=[origin.base])
+    r = ec.get(do_target("/obj/purge-me?size=1000", origin.host))
+    assert r.status == 200
+    ec.wait_idle()
+    sha = harness.sha256_hex(r.body)
+    lock = IndexWriteLock(ec.cache_dir)
+    answers = []
+    t = threading.Thread(target=lambda: answers.append(
+        _try(lambda: ec.admin("DELETE", "/api/v1/objects/" + sha, timeout=30))))
+    try:
+        t.start()
+        time.sleep(0.5)             # the purge now waits on the index in the pool
+        code = _stop_while(ec, lock)
+    finally:
+        lock.release()
+        t.join(30)
+    _assert_clean_exit(ec, code)
+    assert len(answers) == 1 and not isinstance(answers[0], Exception), answers
+    assert answers[0].status == 503 and b"shutting down" in answers[0].body, answers[0]
+
+
+def test_a_commit_that_ends_during_shutdown_does_not_touch_freed_state(origin, edgecache):
+    """edge_teardown freed the evictor, then let the last commits finish:
+    commit_after called evict_check on freed memory (ASan reports it)."""
+    ec = edgecache(allow=[origin.base])
+    target = do_target("/obj/late?size=%d" % (256 << 10), origin.host)
+    lock = IndexWriteLock(ec.cache_dir)
+    try:
+        r = ec.get(target)
+        assert r.status == 200 and r.complete
+        harness.wait_for(lambda: (_fill_state(ec, "/obj/late?") or {}).get("state")
+                         == "committing", 5, what="the fill to be committing")
+        code = _stop_while(ec, lock)
+    finally:
+        lock.release()
+    _assert_clean_exit(ec, code)
+    # the commit finished during the shutdown: the next start serves it
+    ec.start()
+    r2 = ec.get(target)
+    assert r2.status == 200 and r2.body == r.body
+    assert r2.cache_status == "edgecache; hit", r2.cache_status
+
+
+def _try(f):
+    try:
+        return f()
+    except Exception as e:          # the daemon may close the connection at exit
+        return e
