@@ -83,6 +83,8 @@ struct fill {
     int64_t fresh_until;            /* for the commit; INT64_MAX immutable */
     int64_t stale_if_error;         /* the response's own bound, -1 none */
     int revalidating;               /* asked with the stored validators */
+    struct index_entry stale;       /* while revalidating: the stored response asked about */
+    int in_flight;                  /* counted in fills_in_flight until it ends */
     char *cond_etag;                /* If-None-Match */
     int64_t cond_lm;                /* If-Modified-Since, 0 none */
     int not_modified;               /* the upstream answered 304 */
@@ -255,7 +257,6 @@ static void table_remove(struct fill *fl)
     *pp = fl->hnext;
     fl->hnext = NULL;
     fl->in_table = 0;
-    fl->owner->env.stats->fills_in_flight--;
     struct fill *self = fl;
     fill_unref(&self, NULL);        /* the table's reference */
 }
@@ -461,6 +462,10 @@ struct fill *fills_start(struct fills *f, const struct fill_request *rq, int *st
         fl->revalidating = 1;
         fl->cond_etag = rq->stale->origin_etag ? strdup(rq->stale->origin_etag) : NULL;
         fl->cond_lm = rq->stale->last_modified;
+        if (index_entry_copy(&fl->stale, rq->stale) != 0) {
+            snprintf(reason, reasonlen, "out of memory");
+            goto fail;
+        }
     }
     if (expect && digest_from_hex(expect->sha256, fl->exp_sha, sizeof fl->exp_sha) == 0) {
         fl->exp_sha_set = 1;
@@ -502,6 +507,7 @@ struct fill *fills_start(struct fills *f, const struct fill_request *rq, int *st
     fl->refs = 2;                   /* the table's and the caller's */
     f->env.stats->fills_started++;
     f->env.stats->fills_in_flight++;
+    fl->in_flight = 1;
     f->env.stats->upstream_requests++;
     log_msg(f->env.log, LOG_INFO, "fill", "start %s%s%s", origin_url,
             fl->from_parent ? " via the parent as " : "", fl->from_parent ? fl->fetch_url : "");
@@ -520,6 +526,7 @@ fail:
         free(fl->fetch_url);
         free(fl->via);
         free(fl->cond_etag);
+        index_entry_free(&fl->stale);
         free(fl->key);
         free(fl->origin_url);
         free(fl);
@@ -532,6 +539,14 @@ fail:
 void fill_ref(struct fill *fl)
 {
     fl->refs++;
+}
+
+void fill_detach(struct fill *fl)
+{
+    if (fl->in_table)
+        log_msg(fl->owner->env.log, LOG_DEBUG, "fill", "%s: left the table (%s): it serves only "
+                "its readers", fl->origin_url, state_names[fl->state]);
+    table_remove(fl);
 }
 
 void fill_wait(struct fill *fl, struct fill_waiter *w)
@@ -641,6 +656,7 @@ static void fill_release(struct fill *fl)
     free(fl->pass_body);
     free(fl->validator);
     free(fl->cond_etag);
+    index_entry_free(&fl->stale);
     free(fl->pending_cc);
     free(fl->pending_expires);
     free(fl->pending_date);
@@ -694,6 +710,9 @@ void fill_info(const struct fill *fl, struct fill_info *out)
         .cache_control = fl->state == FILL_STREAMING || fl->state == FILL_COMMITTING
                              || fl->state == FILL_DONE ? fl->pending_cc : NULL,
         .stored = fl->stored,
+        .revalidating = fl->revalidating
+                        && (fl->state == FILL_CONNECTING || fl->state == FILL_REVALIDATED),
+        .stale = fl->revalidating ? &fl->stale : NULL,
         /* every reference but the table's and a running commit's is a reader */
         .readers = fl->refs - (unsigned)fl->in_table - (fl->state == FILL_COMMITTING),
     };
@@ -745,6 +764,10 @@ static void fill_end(struct fill *fl)
 {
     struct fill *keep = fl;
     fill_ref(keep);                 /* waking may drop the readers' references */
+    if (fl->in_flight) {
+        fl->in_flight = 0;
+        fl->owner->env.stats->fills_in_flight--;
+    }
     table_remove(fl);
     fill_wake_all(fl);
     fill_unref(&keep, NULL);
@@ -1179,7 +1202,7 @@ static void refresh_after(uv_work_t *w, int status)
 {
     struct refresh_req *r = w->data;
     (void)status;
-    table_remove(r->fill);
+    fill_end(r->fill);              /* wakes whoever joined meanwhile */
     fill_unref(&r->fill, NULL);
     free(r);
 }
@@ -1469,7 +1492,6 @@ static void commit_after(uv_work_t *w, int status)
                 strerror(-fl->commit_rc));
     }
     fill_set_state(fl, FILL_DONE);
-    table_remove(fl);
-    fill_wake_all(fl);
+    fill_end(fl);
     fill_unref(&fl, NULL);          /* the commit's reference */
 }

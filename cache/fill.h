@@ -48,7 +48,15 @@
  *   FILL_DONE        stored (or, after a disk error, complete but not stored)
  *   FILL_FAILED      the transfer failed; readers are aborted
  *   FILL_REVALIDATED the upstream answered 304 to the stored response's
- *                    validators: readers serve the stored response
+ *                    validators: readers serve that stored response (the
+ *                    fill keeps its index entry); it leaves the table, and
+ *                    wakes whoever joined meanwhile, once the index row is
+ *                    refreshed
+ *
+ * Joining: a revalidating fill can end with a 304, which serves only the
+ * stored response it asked about. A request whose own lookup found no usable
+ * stored copy (blob gone, row dropped, an expectation that disagrees) never
+ * joins one: it detaches it (fill_detach) and starts a full fill.
  *
  * Thread: loop thread only (the commit itself runs on the libuv pool).
  */
@@ -104,6 +112,8 @@ struct fill_info {
     unsigned readers;
     unsigned attempts;          /* resumes so far */
     const char *cache_control;  /* the upstream's, passed on; may be NULL */
+    int revalidating;           /* may still end with a 304 (connecting, or revalidated) */
+    const struct index_entry *stale;    /* revalidating: that stored response */
 };
 
 struct fills_env {
@@ -160,6 +170,10 @@ void fills_foreach_upstream(struct fills *f, void (*cb)(void *ctx, const struct 
 void fills_foreach(struct fills *f, void (*cb)(void *ctx, const struct fill_info *), void *ctx);
 
 void fill_ref(struct fill *fl);
+/* Takes fl out of the table: new requests no longer find it (one that
+ * cannot serve them), while it goes on for the readers it has. A new fill
+ * for the key may then start. */
+void fill_detach(struct fill *fl);
 /* Drops a reference; sets *fl NULL. The waiter, if given, leaves the wait list. */
 void fill_unref(struct fill **fl, struct fill_waiter *w);
 

@@ -545,6 +545,20 @@ void index_entry_free(struct index_entry *e)
     e->origin_url = e->content_type = e->origin_etag = NULL;
 }
 
+int index_entry_copy(struct index_entry *dst, const struct index_entry *src)
+{
+    *dst = *src;
+    dst->origin_url = dst->content_type = dst->origin_etag = dst->cache_control = NULL;
+    if ((src->origin_url && !(dst->origin_url = strdup(src->origin_url)))
+        || (src->content_type && !(dst->content_type = strdup(src->content_type)))
+        || (src->origin_etag && !(dst->origin_etag = strdup(src->origin_etag)))
+        || (src->cache_control && !(dst->cache_control = strdup(src->cache_control)))) {
+        index_entry_free(dst);
+        return -1;
+    }
+    return 0;
+}
+
 /* ---- writes (thread pool) ----------------------------------------------- */
 
 int index_commit_object(struct index *idx, const struct index_commit *c, int *new_object)

@@ -62,6 +62,9 @@ struct index_entry {
  * -1 on a database error (logged). */
 int index_lookup(struct index *idx, const char *key, struct index_entry *out);
 void index_entry_free(struct index_entry *e);
+/* A deep copy of src into dst (free with index_entry_free). 0, or -1 when
+ * out of memory (dst is then empty). */
+int index_entry_copy(struct index_entry *dst, const struct index_entry *src);
 
 /* What a finished fill records. */
 struct index_commit {

@@ -229,6 +229,14 @@ static void file_start(struct prefetch *p, struct pf_file *f)
         return;
     }
     struct fill *fl = fills_find(p->env.fills, f->key);
+    if (fl) {
+        struct fill_info fi;
+        fill_info(fl, &fi);
+        if (fi.revalidating) {      /* it can only confirm a copy the lookup could not use */
+            fill_detach(fl);
+            fl = NULL;
+        }
+    }
     if (fl)
         fill_ref(fl);
     else {

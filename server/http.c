@@ -56,6 +56,8 @@ struct http_req {
     char *refuse_reason;
     struct lookup_result stale;     /* a stored response being revalidated */
     int has_stale;
+    struct index_expected expect;   /* the key's expectation, when has_expect */
+    int has_expect;
     int is_head;
     int headers_seen;               /* the access handler was called once */
     uint64_t cache_bytes;           /* body bytes of a sendfile answer */
@@ -89,6 +91,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                                   const char *upload, size_t *upload_size, void **req_cls);
 static enum MHD_Result serve_from_fill(struct http_req *r);
 static enum MHD_Result serve(struct http_req *r);
+static enum MHD_Result start_fill(struct http_req *r);
 
 /* ---- small helpers ---------------------------------------------------------- */
 
@@ -449,6 +452,36 @@ static enum MHD_Result serve_stale(struct http_req *r, const char *cache_status)
     return serve_stored(r, &r->stale, cache_status);
 }
 
+/* The fill got a 304: the stored response it asked about is good. A
+ * request that kept the same stored copy serves its own; another opens the
+ * fill's. When that blob is gone (evicted, purged), the fill cannot serve
+ * this request: it leaves the table and a full fill starts. */
+static enum MHD_Result serve_revalidated(struct http_req *r, const struct fill_info *fi)
+{
+    const char *status = "edgecache; fwd=stale; fwd-status=304";
+    const struct index_entry *ent = fi->stale;
+    if (r->has_stale && strcmp(r->stale.entry.sha256, ent->sha256) == 0)
+        return serve_stored(r, &r->stale, status);
+    struct lookup_result lk = {.kind = LOOKUP_HIT, .fd = -1};
+    lk.fd = store_blob_open(&r->e->store, ent->sha256, &lk.size);
+    if (lk.fd >= 0 && lk.size == ent->size && index_entry_copy(&lk.entry, ent) == 0) {
+        enum MHD_Result ret = serve_stored(r, &lk, status);
+        lookup_result_free(&lk);
+        return ret;
+    }
+    if (lk.fd >= 0)
+        close(lk.fd);
+    log_msg(&r->e->log, LOG_INFO, "http", "%s: the revalidated copy (blob %s) is gone: "
+            "fetching it whole", r->rt.key, ent->sha256);
+    fill_detach(r->fill);
+    fill_unref(&r->fill, &r->waiter);
+    if (r->has_stale) {
+        lookup_result_free(&r->stale);
+        r->has_stale = 0;
+    }
+    return start_fill(r);
+}
+
 static enum MHD_Result serve_from_fill(struct http_req *r)
 {
     struct fill_info fi;
@@ -459,12 +492,7 @@ static enum MHD_Result serve_from_fill(struct http_req *r)
     case FILL_CONNECTING:
         return wait_for_fill(r);
     case FILL_REVALIDATED:
-        if (!r->has_stale) {        /* joined without the stored copy: look it up now */
-            fill_unref(&r->fill, &r->waiter);
-            return serve(r);
-        }
-        ret = serve_stored(r, &r->stale, "edgecache; fwd=stale; fwd-status=304");
-        break;
+        return serve_revalidated(r, &fi);
     case FILL_FAILED:
         if (stale_usable(r, now))
             ret = serve_stale(r, "edgecache; fwd=stale; detail=stale-if-error");
@@ -485,11 +513,30 @@ static enum MHD_Result serve_from_fill(struct http_req *r)
     return ret;
 }
 
+/* A new fill for the request's key (there is none in the table). */
+static enum MHD_Result start_fill(struct http_req *r)
+{
+    char reason[512];
+    int status;
+    struct fill_request rq = {
+        .key = r->rt.key, .origin_url = r->rt.origin_url,
+        .expect = r->has_expect ? &r->expect : NULL,
+        .via = header(r->conn, MHD_HTTP_HEADER_VIA),
+        .stale = r->has_stale ? &r->stale.entry : NULL,
+    };
+    r->fill = fills_start(r->e->fills, &rq, &status, reason, sizeof reason);
+    if (!r->fill && stale_usable(r, (int64_t)time(NULL)))
+        return serve_stale(r, "edgecache; fwd=stale; detail=stale-if-error");
+    if (!r->fill)
+        return respond_text(r, (unsigned)status, reason);
+    r->kind = JOIN_MISS;
+    return serve_from_fill(r);
+}
+
 static enum MHD_Result serve(struct http_req *r)
 {
     struct edge *e = r->e;
     enum MHD_Result ret;
-    char reason[512];
     struct lookup_result lk;
     struct lookup_env env = {e->loop, &e->store, e->index, &e->log};
     lookup_key(&env, r->rt.key, r->rt.origin_url, &lk);
@@ -499,6 +546,8 @@ static enum MHD_Result serve(struct http_req *r)
         lookup_result_free(&lk);
         return ret;
     }
+    r->has_expect = lk.has_expectation;
+    r->expect = lk.expected;
     if (lk.kind == LOOKUP_HIT) {    /* stale: kept while it is revalidated */
         r->stale = lk;
         r->has_stale = 1;
@@ -506,24 +555,18 @@ static enum MHD_Result serve(struct http_req *r)
         lk.fd = -1;
     }
     r->fill = fills_find(e->fills, r->rt.key);
-    if (r->fill) {
-        fill_ref(r->fill);
-        r->kind = JOIN_COLLAPSED;
-    } else {
-        int status;
-        struct fill_request rq = {
-            .key = r->rt.key, .origin_url = r->rt.origin_url,
-            .expect = lk.has_expectation ? &lk.expected : NULL,
-            .via = header(r->conn, MHD_HTTP_HEADER_VIA),
-            .stale = r->has_stale ? &r->stale.entry : NULL,
-        };
-        r->fill = fills_start(e->fills, &rq, &status, reason, sizeof reason);
-        if (!r->fill && stale_usable(r, (int64_t)time(NULL)))
-            return serve_stale(r, "edgecache; fwd=stale; detail=stale-if-error");
-        if (!r->fill)
-            return respond_text(r, (unsigned)status, reason);
-        r->kind = JOIN_MISS;
+    if (r->fill && !r->has_stale) {
+        struct fill_info fi;
+        fill_info(r->fill, &fi);
+        if (fi.revalidating) {      /* it can only confirm a copy this request cannot use */
+            fill_detach(r->fill);
+            r->fill = NULL;
+        }
     }
+    if (!r->fill)
+        return start_fill(r);
+    fill_ref(r->fill);
+    r->kind = JOIN_COLLAPSED;
     return serve_from_fill(r);
 }
 

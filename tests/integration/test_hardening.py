@@ -10,6 +10,8 @@ import sqlite3
 import threading
 import time
 
+import pytest
+
 import harness
 from harness import do_target
 from origin import object_bytes
@@ -48,9 +50,14 @@ class IndexWriteLock:
     thread pool, so a commit stays in the "committing" state, or an admin
     job stays suspended, for as long as the test holds it."""
 
-    def __init__(self, cache_dir):
-        self.db = sqlite3.connect(os.path.join(cache_dir, "index.db"), timeout=10,
-                                  isolation_level=None)
+    def __init__(self, cache_dir, hold=True):
+        self.path = os.path.join(cache_dir, "index.db")
+        self.db = None
+        if hold:
+            self.lock()
+
+    def lock(self):
+        self.db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
         self.db.execute("BEGIN IMMEDIATE")
 
     def release(self):
@@ -171,3 +178,90 @@ def _try(f):
         return f()
     except Exception as e:          # the daemon may close the connection at exit
         return e
+
+
+REVALIDATING = """
+        location /nocache/ { add_header Cache-Control "no-cache"; }
+"""
+
+
+@pytest.fixture
+def revalidating_origin(request, workdir):
+    """nginx whose /nocache/ answers must be revalidated on every use: each
+    request for a stored one asks the origin (If-None-Match), which
+    answers 304."""
+    n = harness.Nginx(workdir, server_conf=REVALIDATING)
+    request.addfinalizer(n.close)
+    return n
+
+
+def _revalidated_and_held(ec, origin, path, lock):
+    """Stores path, then takes the index's write lock and asks again: the
+    origin's 304 makes the fill "revalidated", and it stays so while its
+    refresh of the index row waits on the lock."""
+    target = do_target(path, origin.host)
+    r = ec.get(target)
+    assert r.status == 200
+    ec.wait_idle()
+    lock.lock()
+    r2 = ec.get(target)
+    assert r2.status == 200 and r2.body == r.body
+    assert r2.cache_status == "edgecache; fwd=stale; fwd-status=304", r2.cache_status
+    harness.wait_for(lambda: (_fill_state(ec, path + "") or {}).get("state") == "revalidated",
+                     5, what="the fill to be revalidated")
+    return target, r.body
+
+
+def test_a_request_joining_a_revalidated_fill_whose_blob_is_gone(edgecache,
+                                                                 revalidating_origin):
+    """A request whose lookup missed (the blob was evicted or purged, the URL
+    row dropped, an expectation changed) while a fill that got a 304 was
+    still in the table joined it, found no stored copy, looked up again,
+    joined again... until the stack overflowed."""
+    origin = revalidating_origin
+    ec = edgecache(allow=[origin.base], mutable=True)
+    body = b"r" * 5000
+    origin.put("nocache/r.bin", body)
+    lock = IndexWriteLock(ec.cache_dir, hold=False)
+    try:
+        target, _ = _revalidated_and_held(ec, origin, "/nocache/r.bin", lock)
+        os.unlink(ec.blob_path(harness.sha256_hex(body)))     # as eviction would
+        for _ in range(3):
+            r = ec.get(target, timeout=10)
+            assert r.status == 200 and r.body == body, r
+        assert ec.running()
+    finally:
+        lock.release()
+    ec.wait_idle()
+    r = ec.get(target)
+    assert r.status == 200 and r.body == body
+    assert os.path.exists(ec.blob_path(harness.sha256_hex(body)))   # stored again
+
+
+def test_a_prefetch_joining_a_revalidated_fill_ends(edgecache, revalidating_origin):
+    """A prefetch that joined a fill already revalidated waited on it
+    forever: the fill left the table without waking it, and the file held
+    a prefetch_concurrency slot."""
+    origin = revalidating_origin
+    ec = edgecache(allow=[origin.base], mutable=True, args=["--prefetch-concurrency", "1"])
+    body = b"p" * 7000
+    origin.put("nocache/p.bin", body)
+    other = b"q" * 3000
+    origin.put("nocache/q.bin", other)
+    lock = IndexWriteLock(ec.cache_dir, hold=False)
+    try:
+        _revalidated_and_held(ec, origin, "/nocache/p.bin", lock)
+        os.unlink(ec.blob_path(harness.sha256_hex(body)))
+        r = ec.admin("POST", "/api/v1/prefetch", [origin.url("/nocache/p.bin"),
+                                                   origin.url("/nocache/q.bin")])
+        assert r.status == 202, r
+        time.sleep(0.3)
+    finally:
+        lock.release()
+
+    def files():
+        deps = ec.status()["deployments"]
+        return [f for d in deps for f in d["files"]]
+    harness.wait_for(lambda: all(f["state"] == "done" for f in files()) and len(files()) == 2,
+                     10, what="both prefetched files to be done")
+    assert {f["sha256"] for f in files()} == {harness.sha256_hex(body), harness.sha256_hex(other)}
