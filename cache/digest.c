@@ -3,6 +3,7 @@
 
 #include <openssl/evp.h>
 #include <string.h>
+#include <strings.h>
 
 int digest_init(struct digest *d)
 {
@@ -103,4 +104,43 @@ int digest_is_sha256_hex(const char *s)
         if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
             return 0;
     return i == 64;
+}
+
+/* The base64 value of `label` in a digest field: "sha-256=:B64:" in
+ * Repr-Digest (colons), "SHA-256=B64" in Digest (up to ',' or ';'). */
+static int digest_field(const char *field, const char *label, int colons, unsigned char *out,
+                        size_t outlen)
+{
+    char b64[100];
+    size_t ll = strlen(label);
+    for (const char *p = field; p && *p; p = strchr(p, ',')) {
+        while (*p == ',' || *p == ' ' || *p == '\t')
+            p++;
+        if (strncasecmp(p, label, ll) != 0 || p[ll] != '=')
+            continue;
+        const char *v = p + ll + 1;
+        if (colons && *v++ != ':')
+            return -1;
+        size_t n = strcspn(v, colons ? ":" : ",; \t");
+        if (n >= sizeof b64 || (colons && v[n] != ':'))
+            return -1;
+        memcpy(b64, v, n);
+        b64[n] = '\0';
+        return digest_from_base64(b64, out, outlen);
+    }
+    return -1;
+}
+
+int digest_from_fields(const char *repr_digest, const char *digest, unsigned char *out)
+{
+    if (repr_digest && digest_field(repr_digest, "sha-256", 1, out, DIGEST_SHA256_LEN) == 0)
+        return 0;
+    if (digest && digest_field(digest, "sha-256", 0, out, DIGEST_SHA256_LEN) == 0)
+        return 0;
+    return -1;
+}
+
+int digest_md5_from_field(const char *value, unsigned char *out)
+{
+    return value ? digest_from_base64(value, out, DIGEST_MD5_LEN) : -1;
 }

@@ -40,4 +40,14 @@ int digest_from_base64(const char *b64, unsigned char *bin, size_t n);
 /* True when s is exactly 64 lower-case hex characters. */
 int digest_is_sha256_hex(const char *s);
 
+/* The SHA-256 a response's digest fields declare: Repr-Digest
+ * ("sha-256=:BASE64:", RFC 9530 Structured Field byte sequence, among
+ * other algorithms) or, failing that, the obsolete Digest ("SHA-256=BASE64",
+ * RFC 3230). Either may be NULL. 0 and out (32 bytes) set, or -1 when
+ * neither names a well-formed SHA-256. */
+int digest_from_fields(const char *repr_digest, const char *digest, unsigned char *out);
+/* The MD5 of Content-MD5 or x-ms-blob-content-md5 (base64): 0 and out (16
+ * bytes), or -1. */
+int digest_md5_from_field(const char *value, unsigned char *out);
+
 #endif

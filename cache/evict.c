@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/statvfs.h>
 
+#include "cache/catalog.h"
 #include "cache/index.h"
 #include "cache/stats.h"
 #include "cache/store.h"
@@ -21,7 +22,23 @@ struct evictor {
     int closing;
     uint64_t to_free;               /* the job's target */
     uint64_t freed_bytes, freed_objects;
+    char (*freed)[65];              /* the job's removed blobs, for the catalog */
+    size_t n_freed, cap_freed;
 };
+
+/* Remembers a removed blob (thread pool; the loop reads it after). */
+static void remember(struct evictor *ev, const char *sha256)
+{
+    if (ev->n_freed == ev->cap_freed) {
+        size_t cap = ev->cap_freed ? 2 * ev->cap_freed : 256;
+        char (*p)[65] = realloc(ev->freed, cap * sizeof *p);
+        if (!p)
+            return;                 /* the catalog finds the blob missing at its next use */
+        ev->freed = p;
+        ev->cap_freed = cap;
+    }
+    memcpy(ev->freed[ev->n_freed++], sha256, 65);
+}
 
 int evict_open(struct evictor **out, const struct evict_env *env, char *err, size_t errlen)
 {
@@ -72,6 +89,7 @@ static void evict_work(uv_work_t *w)
             if (rc == 0 || rc == -ENOENT) {     /* -ENOENT: the row was all there was */
                 ev->freed_bytes += batch[i].size;
                 ev->freed_objects++;
+                remember(ev, batch[i].sha256);
             }
         }
     }
@@ -83,8 +101,9 @@ static void evict_after(uv_work_t *w, int status)
     struct stats *st = ev->env.stats;
     (void)status;
     ev->running = 0;
-    st->objects -= ev->freed_objects < st->objects ? ev->freed_objects : st->objects;
-    st->stored_bytes -= ev->freed_bytes < st->stored_bytes ? ev->freed_bytes : st->stored_bytes;
+    for (size_t i = 0; ev->env.catalog && i < ev->n_freed; i++)
+        catalog_blob_removed(ev->env.catalog, ev->freed[i]);    /* counts objects and bytes */
+    ev->n_freed = 0;
     st->evicted_objects += ev->freed_objects;
     st->evicted_bytes += ev->freed_bytes;
     log_msg(ev->env.log, ev->freed_bytes < ev->to_free ? LOG_WARN : LOG_INFO, "evict",
@@ -92,8 +111,10 @@ static void evict_after(uv_work_t *w, int status)
             (unsigned long long)ev->freed_objects, (unsigned long long)ev->freed_bytes,
             (unsigned long long)ev->to_free,
             ev->freed_bytes < ev->to_free ? ": the rest is pinned or could not be removed" : "");
-    if (ev->closing)
+    if (ev->closing) {
+        free(ev->freed);
         free(ev);
+    }
 }
 
 void evict_check(struct evictor *ev)
@@ -118,6 +139,8 @@ void evict_close(struct evictor **evp)
         return;
     *evp = NULL;
     ev->closing = 1;
-    if (!ev->running)
+    if (!ev->running) {
+        free(ev->freed);
         free(ev);
+    }
 }

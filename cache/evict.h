@@ -21,6 +21,7 @@
 struct store;
 struct index;
 struct stats;
+struct catalog;
 struct evictor;
 
 struct evict_env {
@@ -29,6 +30,7 @@ struct evict_env {
     const struct logger *log;
     struct store *store;
     struct index *index;
+    struct catalog *catalog;    /* told of each blob removed; may be NULL */
     struct stats *stats;
 };
 

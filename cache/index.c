@@ -1,18 +1,19 @@
 /*
  * index — the SQLite index of what the store holds (cache/index.h).
  *
- * Data model: an objects row stands for one blob (by SHA-256); a urls row
- * maps one cache key to one objects row, and several keys may share a row.
- * A urls row never outlives its objects row: index_drop_object() deletes
- * both in one transaction, the schema cascades the delete, and a lookup
- * joins the two tables, so a urls row left without its object (a database
- * edited by hand) reads as "not stored".
+ * Data model: an objects row stands for one blob (by SHA-256); a responses
+ * row is one stored response — a cache key and its variant (the secondary
+ * key from Vary, "" without) — and names the objects row holding its body;
+ * several responses may share a blob. A responses row never outlives its
+ * objects row: index_drop_object() deletes both in one transaction, the
+ * schema cascades the delete, and the listing joins the two tables, so a
+ * row left without its object (a database edited by hand) is not loaded.
  *
  * Connections and threads:
  *  - `wr` and its prepared statements are used only with wr_lock held, from
  *    whichever thread writes (the libuv thread pool, or start-up code).
- *  - `rd` and its one statement belong to the loop thread. WAL lets it read
- *    while a write transaction on `wr` is under way.
+ *  - The loop thread never touches SQLite: it serves from the catalog
+ *    (cache/catalog.h), loaded from here at start-up and written behind.
  *  - Every statement is prepared once at open and reset right after use, so
  *    no statement keeps a read transaction open between calls.
  *
@@ -35,9 +36,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sqlite3.h>
+#include <time.h>
+
+#include "cache/http_range.h"
 
 #define INDEX_MAGIC 0x1dec5e11u
-#define SCHEMA_VERSION 2
+#define SCHEMA_VERSION 3
 #define BUSY_TIMEOUT_MS 5000
 #define TOUCH_CAP 4096                  /* distinct digests in one batch */
 #define TOUCH_SLOTS (2 * TOUCH_CAP)     /* hash slots: a power of two */
@@ -50,9 +54,12 @@ enum wr_stmt {
     WR_ROLLBACK,
     WR_INSERT_OBJECT,
     WR_REFRESH_OBJECT,
-    WR_PUT_URL,
-    WR_REFRESH_URL,
-    WR_DROP_URL,
+    WR_PUT_RESPONSE,
+    WR_UPDATE_RESPONSE,
+    WR_DROP_KEY,
+    WR_LIST_RESPONSES,
+    WR_LIST_EXPECTATIONS,
+    WR_RESPONSE_SHA,
     WR_LRU,
     WR_IMPORT,
     WR_LIST_OBJECTS,
@@ -92,15 +99,28 @@ static const struct stmt_def wr_defs[WR_COUNT] = {
         " AND (verified_by IS NULL OR verified_by = 'adopted')"
         " THEN ?3 ELSE verified_by END"
         " WHERE sha256 = ?1"},
-    [WR_PUT_URL] = {"store a URL",
-        "INSERT OR REPLACE INTO urls"
-        "(key, sha256, origin_url, content_type, last_modified, origin_etag,"
-        " stored_at, fresh_until, stale_if_error, cache_control)"
-        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"},
-    [WR_DROP_URL] = {"forget a URL", "DELETE FROM urls WHERE key = ?1"},
+    [WR_PUT_RESPONSE] = {"store a response",
+        "INSERT OR REPLACE INTO responses"
+        "(key, variant, sha256, origin_url, status, vary, headers, stored_at,"
+        " initial_age, fresh_until, stale_if_error, flags)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"},
+    [WR_UPDATE_RESPONSE] = {"update a response after a 304",
+        "UPDATE responses SET headers = ?3, stored_at = ?4, initial_age = ?5,"
+        " fresh_until = ?6, stale_if_error = ?7, flags = ?8"
+        " WHERE key = ?1 AND variant = ?2 AND sha256 = ?9"},
+    [WR_DROP_KEY] = {"forget a key's responses", "DELETE FROM responses WHERE key = ?1"},
+    [WR_LIST_RESPONSES] = {"list the stored responses",
+        "SELECT r.key, r.variant, r.sha256, r.origin_url, r.status, r.vary, r.headers,"
+        " r.stored_at, r.initial_age, r.fresh_until, r.stale_if_error, r.flags, o.size"
+        " FROM responses r JOIN objects o ON o.sha256 = r.sha256"},
+    [WR_LIST_EXPECTATIONS] = {"list the expectations",
+        "SELECT key, sha256, size, source FROM expectations"},
+    [WR_RESPONSE_SHA] = {"look up a response",
+        "SELECT r.sha256 FROM responses r JOIN objects o ON o.sha256 = r.sha256"
+        " WHERE r.key = ?1 AND r.variant = ?2"},
     [WR_LIST_OBJECTS] = {"list objects with their URLs",
         "SELECT o.sha256, o.size, o.created, o.last_access, o.hits, o.pinned, o.verified_by,"
-        " (SELECT group_concat(u.origin_url, char(10)) FROM urls u WHERE u.sha256 = o.sha256)"
+        " (SELECT group_concat(u.origin_url, char(10)) FROM responses u WHERE u.sha256 = o.sha256)"
         " FROM objects o WHERE o.sha256 > ?1 ORDER BY o.sha256 LIMIT ?2"},
     [WR_OBJECT_SIZE] = {"read an object's size", "SELECT size FROM objects WHERE sha256 = ?1"},
     [WR_IMPORT] = {"record a sideloaded object",
@@ -110,17 +130,14 @@ static const struct stmt_def wr_defs[WR_COUNT] = {
     [WR_LRU] = {"list eviction candidates",
         "SELECT sha256, size FROM objects WHERE pinned = 0"
         " ORDER BY last_access ASC, created ASC LIMIT ?1"},
-    [WR_REFRESH_URL] = {"refresh a URL's freshness",
-        "UPDATE urls SET fresh_until = ?2, stale_if_error = ?3, stored_at = ?4"
-        " WHERE key = ?1"},
     [WR_TOUCH] = {"record access times",
         "UPDATE objects SET last_access = max(last_access, ?2),"
         " hits = hits + ?3 WHERE sha256 = ?1"},
     [WR_TOTALS] = {"count objects",
         "SELECT count(*), coalesce(sum(size), 0) FROM objects"},
     [WR_FOREACH] = {"list objects", "SELECT sha256, size FROM objects"},
-    [WR_DROP_URLS] = {"drop the URLs of an object",
-        "DELETE FROM urls WHERE sha256 = ?1"},
+    [WR_DROP_URLS] = {"drop the responses of an object",
+        "DELETE FROM responses WHERE sha256 = ?1"},
     [WR_DROP_OBJECT] = {"drop an object",
         "DELETE FROM objects WHERE sha256 = ?1"},
     [WR_ADOPT] = {"adopt an object",
@@ -139,15 +156,24 @@ static const struct stmt_def wr_defs[WR_COUNT] = {
         "SELECT id, created, body FROM deployments ORDER BY created, id"},
 };
 
-static const struct stmt_def lookup_def = {"look up a key",
-    "SELECT o.sha256, o.size, u.origin_url, u.content_type, u.origin_etag,"
-    " u.last_modified, u.stored_at, u.fresh_until, u.stale_if_error, u.cache_control"
-    " FROM urls u JOIN objects o ON o.sha256 = u.sha256 WHERE u.key = ?1"};
+#define RESPONSES_TABLE_SQL                                                          \
+    "CREATE TABLE IF NOT EXISTS responses("                                      \
+    " key TEXT NOT NULL,"                                                        \
+    " variant TEXT NOT NULL DEFAULT '',"                                         \
+    " sha256 TEXT NOT NULL REFERENCES objects(sha256) ON DELETE CASCADE,"        \
+    " origin_url TEXT NOT NULL,"                                                 \
+    " status INTEGER NOT NULL DEFAULT 200,"                                      \
+    " vary TEXT NOT NULL DEFAULT '',"                                            \
+    " headers TEXT NOT NULL DEFAULT '',"                                         \
+    " stored_at INTEGER NOT NULL,"                                               \
+    " initial_age INTEGER NOT NULL DEFAULT 0,"                                   \
+    " fresh_until INTEGER NOT NULL DEFAULT 9223372036854775807,"                 \
+    " stale_if_error INTEGER NOT NULL DEFAULT -1,"                               \
+    " flags INTEGER NOT NULL DEFAULT 0,"                                         \
+    " PRIMARY KEY(key, variant)) WITHOUT ROWID;"                                 \
+    "CREATE INDEX IF NOT EXISTS responses_by_sha256 ON responses(sha256);"
 
-static const struct stmt_def expect_def = {"look up an expectation",
-    "SELECT sha256, size, source FROM expectations WHERE key = ?1"};
-
-/* Schema version 2. Keep in step with the table list in cache/index.h. */
+/* Schema version 3. Keep in step with the table list in cache/index.h. */
 static const char schema_sql[] =
     "CREATE TABLE IF NOT EXISTS objects("
     " sha256 TEXT PRIMARY KEY NOT NULL,"
@@ -157,18 +183,7 @@ static const char schema_sql[] =
     " hits INTEGER NOT NULL DEFAULT 0,"
     " pinned INTEGER NOT NULL DEFAULT 0,"
     " verified_by TEXT) WITHOUT ROWID;"
-    "CREATE TABLE IF NOT EXISTS urls("
-    " key TEXT PRIMARY KEY NOT NULL,"
-    " sha256 TEXT NOT NULL REFERENCES objects(sha256) ON DELETE CASCADE,"
-    " origin_url TEXT NOT NULL,"
-    " content_type TEXT,"
-    " last_modified INTEGER NOT NULL DEFAULT 0,"
-    " origin_etag TEXT,"
-    " stored_at INTEGER NOT NULL,"
-    " fresh_until INTEGER NOT NULL DEFAULT 9223372036854775807,"
-    " stale_if_error INTEGER NOT NULL DEFAULT -1,"
-    " cache_control TEXT);"
-    "CREATE INDEX IF NOT EXISTS urls_by_sha256 ON urls(sha256);"
+    RESPONSES_TABLE_SQL
     "CREATE INDEX IF NOT EXISTS objects_by_last_access ON objects(last_access);"
     "CREATE TABLE IF NOT EXISTS expectations("
     " key TEXT PRIMARY KEY NOT NULL,"
@@ -179,7 +194,7 @@ static const char schema_sql[] =
     " id TEXT PRIMARY KEY NOT NULL,"
     " created INTEGER NOT NULL,"
     " body TEXT);"
-    "PRAGMA user_version = 2;";
+    "PRAGMA user_version = 3;";
 
 /* Version 1 to 2: freshness of mutable content (RFC 9111). Rows stored by
  * version 1 were served as immutable and stay so. */
@@ -188,6 +203,14 @@ static const char migrate_v2_sql[] =
     "ALTER TABLE urls ADD COLUMN stale_if_error INTEGER NOT NULL DEFAULT -1;"
     "ALTER TABLE urls ADD COLUMN cache_control TEXT;"
     "PRAGMA user_version = 2;";
+
+/* Version 2 to 3: a key holds stored responses (its variants), each with
+ * its status and whole header block, instead of one URL row with four
+ * chosen fields. The urls rows become responses of status 200, variant ""
+ * (migrate_v3 writes their header blocks). */
+static const char migrate_v3_sql[] =
+    RESPONSES_TABLE_SQL
+    "PRAGMA user_version = 3;";
 
 /* One remembered access: hits reads of sha since the last flush, the
  * latest at `last`. */
@@ -212,9 +235,6 @@ struct index {
     unsigned magic;
     char *path;                         /* owned */
     const struct logger *log;           /* not owned */
-    sqlite3 *rd;
-    sqlite3_stmt *lookup;               /* on rd */
-    sqlite3_stmt *expect;               /* on rd */
     pthread_mutex_t wr_lock;            /* guards wr, wr_stmt, the idle batch */
     sqlite3 *wr;
     sqlite3_stmt *wr_stmt[WR_COUNT];
@@ -235,11 +255,11 @@ static int wr_run(struct index *idx, enum wr_stmt id);
 static int bind_text(sqlite3_stmt *st, int col, const char *s);
 static int tx_begin(struct index *idx);
 static int tx_end(struct index *idx, int rc);
-static int put_object(struct index *idx, const struct index_commit *c, int *fresh);
-static int put_url(struct index *idx, const struct index_commit *c);
+static int put_object(struct index *idx, const struct index_response *r, int64_t now,
+                      const char *verified_by, int *fresh);
+static int put_response(struct index *idx, const struct index_response *r);
 static int drop_one(struct index *idx, const char *sha256);
-static int entry_from_row(sqlite3_stmt *st, struct index_entry *out);
-static int dup_column(sqlite3_stmt *st, int col, char **out);
+static int migrate_v3(struct index *idx);
 static bool hex_decode(const char *hex, uint8_t out[SHA256_LEN]);
 static void hex_encode(const uint8_t in[SHA256_LEN], char out[2 * SHA256_LEN + 1]);
 static size_t touch_find(const struct touch_batch *b, const uint8_t sha[SHA256_LEN]);
@@ -268,7 +288,6 @@ int index_open(struct index **out, const char *path, const struct logger *log,
     pthread_mutex_init(&idx->touch_lock, NULL);
     if (open_conn(idx, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, &idx->wr, err, errlen)
         || setup_wr(idx, err, errlen)
-        || open_conn(idx, SQLITE_OPEN_READONLY, &idx->rd, err, errlen)
         || prepare_all(idx, err, errlen)) {
         index_free(idx);
         return -1;
@@ -289,15 +308,12 @@ void index_close(struct index **pidx)
     *pidx = NULL;
 }
 
-/* Finalizes whatever was prepared and closes rd before wr, so that closing
- * the last connection checkpoints the WAL. */
+/* Finalizes whatever was prepared and closes the connection (the last one
+ * to close checkpoints the WAL). */
 static void index_free(struct index *idx)
 {
-    sqlite3_finalize(idx->lookup);
-    sqlite3_finalize(idx->expect);
     for (int i = 0; i < WR_COUNT; i++)
         sqlite3_finalize(idx->wr_stmt[i]);
-    sqlite3_close(idx->rd);
     sqlite3_close(idx->wr);
     pthread_mutex_destroy(&idx->wr_lock);
     pthread_mutex_destroy(&idx->touch_lock);
@@ -306,8 +322,8 @@ static void index_free(struct index *idx)
     free(idx);
 }
 
-/* Each connection is used by one thread at a time (rd: the loop; wr: under
- * wr_lock), so SQLite's own per-connection mutex is not needed. */
+/* The connection is used by one thread at a time (under wr_lock), so
+ * SQLite's own per-connection mutex is not needed. */
 static int open_conn(struct index *idx, int flags, sqlite3 **db, char *err, size_t errlen)
 {
     int rc = sqlite3_open_v2(idx->path, db, flags | SQLITE_OPEN_NOMUTEX, NULL);
@@ -378,10 +394,14 @@ static int ensure_schema(struct index *idx, char *err, size_t errlen)
     }
     if (version == SCHEMA_VERSION)
         return 0;
-    if (sqlite3_exec(idx->wr, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK
-        || sqlite3_exec(idx->wr, version == 1 ? migrate_v2_sql : schema_sql, NULL, NULL,
-                        NULL) != SQLITE_OK
-        || sqlite3_exec(idx->wr, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+    int ok = sqlite3_exec(idx->wr, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK;
+    if (ok && version == 0)
+        ok = sqlite3_exec(idx->wr, schema_sql, NULL, NULL, NULL) == SQLITE_OK;
+    if (ok && version == 1)
+        ok = sqlite3_exec(idx->wr, migrate_v2_sql, NULL, NULL, NULL) == SQLITE_OK;
+    if (ok && version >= 1)
+        ok = migrate_v3(idx) == 0;
+    if (!ok || sqlite3_exec(idx->wr, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
         snprintf(err, errlen, "index %s: create the tables: %s", idx->path,
                  sqlite3_errmsg(idx->wr));
         sqlite3_exec(idx->wr, "ROLLBACK", NULL, NULL, NULL);
@@ -412,16 +432,6 @@ static int prepare_all(struct index *idx, char *err, size_t errlen)
         if (sqlite3_prepare_v3(idx->wr, wr_defs[i].sql, -1, SQLITE_PREPARE_PERSISTENT,
                                &idx->wr_stmt[i], NULL) != SQLITE_OK)
             bad = &wr_defs[i];
-    if (!bad && sqlite3_prepare_v3(idx->rd, lookup_def.sql, -1, SQLITE_PREPARE_PERSISTENT,
-                                   &idx->lookup, NULL) != SQLITE_OK) {
-        bad = &lookup_def;
-        db = idx->rd;
-    }
-    if (!bad && sqlite3_prepare_v3(idx->rd, expect_def.sql, -1, SQLITE_PREPARE_PERSISTENT,
-                                   &idx->expect, NULL) != SQLITE_OK) {
-        bad = &expect_def;
-        db = idx->rd;
-    }
     if (bad)
         snprintf(err, errlen, "index %s: prepare '%s': %s", idx->path, bad->purpose,
                  sqlite3_errmsg(db));
@@ -473,112 +483,27 @@ static int tx_end(struct index *idx, int rc)
     return -1;
 }
 
-/* ---- lookups (loop thread) ---------------------------------------------- */
-
-int index_lookup(struct index *idx, const char *key, struct index_entry *out)
-{
-    sqlite3_stmt *st = idx->lookup;
-    int rc, found = -1;
-
-    assert(idx->magic == INDEX_MAGIC);
-    memset(out, 0, sizeof *out);
-    rc = sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-        found = entry_from_row(st, out);
-    else if (rc == SQLITE_DONE)
-        found = 0;
-    else
-        db_error(idx, idx->rd, lookup_def.purpose);
-    if (found < 0 && rc == SQLITE_ROW)
-        log_msg(idx->log, LOG_ERROR, "index", "%s: %s: bad row or out of memory",
-                idx->path, lookup_def.purpose);
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
-    return found;
-}
-
-/* Returns 1 with *out filled, or -1 (out of memory, a malformed digest)
- * with *out empty. */
-static int entry_from_row(sqlite3_stmt *st, struct index_entry *out)
-{
-    const char *sha = (const char *)sqlite3_column_text(st, 0);
-
-    if (!sha || strlen(sha) != 2 * SHA256_LEN)
-        return -1;
-    memcpy(out->sha256, sha, sizeof out->sha256);
-    out->size = (uint64_t)sqlite3_column_int64(st, 1);
-    out->last_modified = sqlite3_column_int64(st, 5);
-    out->stored_at = sqlite3_column_int64(st, 6);
-    out->fresh_until = sqlite3_column_int64(st, 7);
-    out->stale_if_error = sqlite3_column_int64(st, 8);
-    if (dup_column(st, 2, &out->origin_url) || dup_column(st, 3, &out->content_type)
-        || dup_column(st, 9, &out->cache_control)
-        || dup_column(st, 4, &out->origin_etag)) {
-        index_entry_free(out);
-        return -1;
-    }
-    return 1;
-}
-
-/* *out = a copy of the column's text, or NULL for SQL NULL. */
-static int dup_column(sqlite3_stmt *st, int col, char **out)
-{
-    const char *s = (const char *)sqlite3_column_text(st, col);
-
-    *out = NULL;
-    if (sqlite3_column_type(st, col) == SQLITE_NULL)
-        return 0;
-    if (!s || !(*out = strdup(s)))
-        return -1;
-    return 0;
-}
-
-void index_entry_free(struct index_entry *e)
-{
-    free(e->origin_url);
-    free(e->content_type);
-    free(e->cache_control);
-    e->cache_control = NULL;
-    free(e->origin_etag);
-    e->origin_url = e->content_type = e->origin_etag = NULL;
-}
-
-int index_entry_copy(struct index_entry *dst, const struct index_entry *src)
-{
-    *dst = *src;
-    dst->origin_url = dst->content_type = dst->origin_etag = dst->cache_control = NULL;
-    if ((src->origin_url && !(dst->origin_url = strdup(src->origin_url)))
-        || (src->content_type && !(dst->content_type = strdup(src->content_type)))
-        || (src->origin_etag && !(dst->origin_etag = strdup(src->origin_etag)))
-        || (src->cache_control && !(dst->cache_control = strdup(src->cache_control)))) {
-        index_entry_free(dst);
-        return -1;
-    }
-    return 0;
-}
-
 /* ---- writes (thread pool) ----------------------------------------------- */
 
-int index_commit_object(struct index *idx, const struct index_commit *c, int *new_object)
+int index_commit_response(struct index *idx, const struct index_response *r, int64_t now,
+                          const char *verified_by, int *new_object)
 {
     uint8_t sha[SHA256_LEN];
     int fresh = 0, rc;
 
     assert(idx->magic == INDEX_MAGIC);
-    if (!c->key || !c->origin_url || !c->sha256 || !hex_decode(c->sha256, sha)) {
+    if (!r->key || !r->origin_url || !r->sha256 || !hex_decode(r->sha256, sha)) {
         log_msg(idx->log, LOG_ERROR, "index", "%s: commit of key %s: missing URL or"
-                " bad digest '%s'", idx->path, c->key ? c->key : "(none)",
-                c->sha256 ? c->sha256 : "(none)");
+                " bad digest '%s'", idx->path, r->key ? r->key : "(none)",
+                r->sha256 ? r->sha256 : "(none)");
         return -1;
     }
     pthread_mutex_lock(&idx->wr_lock);
     rc = tx_begin(idx);
     if (rc == 0)
-        rc = put_object(idx, c, &fresh);
+        rc = put_object(idx, r, now, verified_by, &fresh);
     if (rc == 0)
-        rc = put_url(idx, c);
+        rc = put_response(idx, r);
     rc = tx_end(idx, rc);
     pthread_mutex_unlock(&idx->wr_lock);
     if (rc == 0 && new_object)
@@ -587,43 +512,226 @@ int index_commit_object(struct index *idx, const struct index_commit *c, int *ne
 }
 
 /* Inserts the objects row, or refreshes the one that exists (*fresh = 0). */
-static int put_object(struct index *idx, const struct index_commit *c, int *fresh)
+static int put_object(struct index *idx, const struct index_response *r, int64_t now,
+                      const char *verified_by, int *fresh)
 {
     sqlite3_stmt *ins = idx->wr_stmt[WR_INSERT_OBJECT];
     sqlite3_stmt *ref = idx->wr_stmt[WR_REFRESH_OBJECT];
 
-    if (sqlite3_bind_text(ins, 1, c->sha256, -1, SQLITE_STATIC)
-        | sqlite3_bind_int64(ins, 2, (sqlite3_int64)c->size)
-        | sqlite3_bind_int64(ins, 3, c->now)
-        | bind_text(ins, 4, c->verified_by)
+    if (sqlite3_bind_text(ins, 1, r->sha256, -1, SQLITE_STATIC)
+        | sqlite3_bind_int64(ins, 2, (sqlite3_int64)r->size)
+        | sqlite3_bind_int64(ins, 3, now)
+        | bind_text(ins, 4, verified_by)
         || wr_run(idx, WR_INSERT_OBJECT))
         return -1;
     *fresh = sqlite3_changes(idx->wr) > 0;
     if (*fresh)
         return 0;
-    if (sqlite3_bind_text(ref, 1, c->sha256, -1, SQLITE_STATIC)
-        | sqlite3_bind_int64(ref, 2, c->now)
-        | bind_text(ref, 3, c->verified_by))
+    if (sqlite3_bind_text(ref, 1, r->sha256, -1, SQLITE_STATIC)
+        | sqlite3_bind_int64(ref, 2, now)
+        | bind_text(ref, 3, verified_by))
         return -1;
     return wr_run(idx, WR_REFRESH_OBJECT);
 }
 
-static int put_url(struct index *idx, const struct index_commit *c)
+static int put_response(struct index *idx, const struct index_response *r)
 {
-    sqlite3_stmt *st = idx->wr_stmt[WR_PUT_URL];
+    sqlite3_stmt *st = idx->wr_stmt[WR_PUT_RESPONSE];
 
-    if (sqlite3_bind_text(st, 1, c->key, -1, SQLITE_STATIC)
-        | sqlite3_bind_text(st, 2, c->sha256, -1, SQLITE_STATIC)
-        | sqlite3_bind_text(st, 3, c->origin_url, -1, SQLITE_STATIC)
-        | bind_text(st, 4, c->content_type)
-        | sqlite3_bind_int64(st, 5, c->last_modified)
-        | bind_text(st, 6, c->origin_etag)
-        | sqlite3_bind_int64(st, 7, c->now)
-        | sqlite3_bind_int64(st, 8, c->fresh_until ? c->fresh_until : INT64_MAX)
-        | sqlite3_bind_int64(st, 9, c->stale_if_error ? c->stale_if_error : -1)
-        | bind_text(st, 10, c->cache_control))
+    if (sqlite3_bind_text(st, 1, r->key, -1, SQLITE_STATIC)
+        | sqlite3_bind_text(st, 2, r->variant ? r->variant : "", -1, SQLITE_STATIC)
+        | sqlite3_bind_text(st, 3, r->sha256, -1, SQLITE_STATIC)
+        | sqlite3_bind_text(st, 4, r->origin_url, -1, SQLITE_STATIC)
+        | sqlite3_bind_int64(st, 5, r->status ? r->status : 200)
+        | sqlite3_bind_text(st, 6, r->vary ? r->vary : "", -1, SQLITE_STATIC)
+        | sqlite3_bind_text(st, 7, r->headers ? r->headers : "", -1, SQLITE_STATIC)
+        | sqlite3_bind_int64(st, 8, r->stored_at)
+        | sqlite3_bind_int64(st, 9, r->initial_age)
+        | sqlite3_bind_int64(st, 10, r->fresh_until)
+        | sqlite3_bind_int64(st, 11, r->stale_if_error)
+        | sqlite3_bind_int64(st, 12, r->flags))
         return -1;
-    return wr_run(idx, WR_PUT_URL);
+    return wr_run(idx, WR_PUT_RESPONSE);
+}
+
+static const char *column_text(sqlite3_stmt *st, int col)
+{
+    const char *t = (const char *)sqlite3_column_text(st, col);
+    return t ? t : "";
+}
+
+int index_response_sha(struct index *idx, const char *key, const char *variant,
+                       char *sha256_out)
+{
+    sqlite3_stmt *st = idx->wr_stmt[WR_RESPONSE_SHA];
+    int found = -1;
+
+    assert(idx->magic == INDEX_MAGIC);
+    pthread_mutex_lock(&idx->wr_lock);
+    if (sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC) == SQLITE_OK
+        && sqlite3_bind_text(st, 2, variant ? variant : "", -1, SQLITE_STATIC) == SQLITE_OK) {
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+            snprintf(sha256_out, 65, "%s", column_text(st, 0));
+            found = 1;
+        } else if (rc == SQLITE_DONE) {
+            found = 0;
+        } else {
+            db_error(idx, idx->wr, wr_defs[WR_RESPONSE_SHA].purpose);
+        }
+    }
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    pthread_mutex_unlock(&idx->wr_lock);
+    return found;
+}
+
+int index_update_response(struct index *idx, const struct index_response *r)
+{
+    sqlite3_stmt *st = idx->wr_stmt[WR_UPDATE_RESPONSE];
+    int rc;
+
+    assert(idx->magic == INDEX_MAGIC);
+    pthread_mutex_lock(&idx->wr_lock);
+    if (sqlite3_bind_text(st, 1, r->key, -1, SQLITE_STATIC)
+        | sqlite3_bind_text(st, 2, r->variant ? r->variant : "", -1, SQLITE_STATIC)
+        | sqlite3_bind_text(st, 3, r->headers ? r->headers : "", -1, SQLITE_STATIC)
+        | sqlite3_bind_int64(st, 4, r->stored_at)
+        | sqlite3_bind_int64(st, 5, r->initial_age)
+        | sqlite3_bind_int64(st, 6, r->fresh_until)
+        | sqlite3_bind_int64(st, 7, r->stale_if_error)
+        | sqlite3_bind_int64(st, 8, r->flags)
+        | sqlite3_bind_text(st, 9, r->sha256, -1, SQLITE_STATIC))
+        rc = -1;
+    else
+        rc = wr_run(idx, WR_UPDATE_RESPONSE);
+    pthread_mutex_unlock(&idx->wr_lock);
+    return rc;
+}
+
+int index_drop_key(struct index *idx, const char *key)
+{
+    sqlite3_stmt *st = idx->wr_stmt[WR_DROP_KEY];
+    int rc;
+
+    assert(idx->magic == INDEX_MAGIC);
+    pthread_mutex_lock(&idx->wr_lock);
+    if (sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC))
+        rc = -1;
+    else
+        rc = wr_run(idx, WR_DROP_KEY);
+    pthread_mutex_unlock(&idx->wr_lock);
+    return rc;
+}
+
+
+int index_foreach_response(struct index *idx, index_response_cb cb, void *ctx)
+{
+    sqlite3_stmt *st = idx->wr_stmt[WR_LIST_RESPONSES];
+    int rc = SQLITE_DONE, stop = 0;
+
+    assert(idx->magic == INDEX_MAGIC);
+    pthread_mutex_lock(&idx->wr_lock);
+    while (!stop && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        struct index_response r = {
+            .key = column_text(st, 0),
+            .variant = column_text(st, 1),
+            .sha256 = column_text(st, 2),
+            .origin_url = column_text(st, 3),
+            .status = (long)sqlite3_column_int64(st, 4),
+            .vary = column_text(st, 5),
+            .headers = column_text(st, 6),
+            .stored_at = sqlite3_column_int64(st, 7),
+            .initial_age = sqlite3_column_int64(st, 8),
+            .fresh_until = sqlite3_column_int64(st, 9),
+            .stale_if_error = sqlite3_column_int64(st, 10),
+            .flags = (unsigned)sqlite3_column_int64(st, 11),
+            .size = (uint64_t)sqlite3_column_int64(st, 12),
+        };
+        if (strlen(r.sha256) == 2 * SHA256_LEN)
+            stop = cb(ctx, &r);
+    }
+    if (!stop && rc != SQLITE_DONE) {
+        db_error(idx, idx->wr, wr_defs[WR_LIST_RESPONSES].purpose);
+        stop = -1;
+    }
+    sqlite3_reset(st);
+    pthread_mutex_unlock(&idx->wr_lock);
+    return stop;
+}
+
+int index_foreach_expectation(struct index *idx, index_expect_cb cb, void *ctx)
+{
+    sqlite3_stmt *st = idx->wr_stmt[WR_LIST_EXPECTATIONS];
+    int rc = SQLITE_DONE, stop = 0;
+
+    assert(idx->magic == INDEX_MAGIC);
+    pthread_mutex_lock(&idx->wr_lock);
+    while (!stop && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *sha = column_text(st, 1);
+        int64_t size = sqlite3_column_type(st, 2) == SQLITE_NULL ? -1
+                                                                 : sqlite3_column_int64(st, 2);
+        if (strlen(sha) == 2 * SHA256_LEN)
+            stop = cb(ctx, column_text(st, 0), sha, size, column_text(st, 3));
+    }
+    if (!stop && rc != SQLITE_DONE) {
+        db_error(idx, idx->wr, wr_defs[WR_LIST_EXPECTATIONS].purpose);
+        stop = -1;
+    }
+    sqlite3_reset(st);
+    pthread_mutex_unlock(&idx->wr_lock);
+    return stop;
+}
+
+/* Version 2's urls rows as responses (within ensure_schema's transaction):
+ * status 200, no variant, and a header block from the fields it kept. */
+static int migrate_v3(struct index *idx)
+{
+    sqlite3_stmt *sel = NULL, *ins = NULL;
+    int rc = sqlite3_exec(idx->wr, migrate_v3_sql, NULL, NULL, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(idx->wr,
+            "SELECT key, sha256, origin_url, content_type, last_modified, origin_etag,"
+            " stored_at, fresh_until, stale_if_error, cache_control FROM urls", -1, &sel, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(idx->wr,
+            "INSERT OR REPLACE INTO responses(key, variant, sha256, origin_url, status, vary,"
+            " headers, stored_at, initial_age, fresh_until, stale_if_error, flags)"
+            " VALUES (?1, '', ?2, ?3, 200, '', ?4, ?5, 0, ?6, ?7, 0)", -1, &ins, NULL);
+    while (rc == SQLITE_OK && sqlite3_step(sel) == SQLITE_ROW) {
+        char block[4096], date[64];
+        size_t pos = 0;
+        const char *ctype = (const char *)sqlite3_column_text(sel, 3);
+        const char *etag = (const char *)sqlite3_column_text(sel, 5);
+        const char *cc = (const char *)sqlite3_column_text(sel, 9);
+        int64_t lm = sqlite3_column_int64(sel, 4);
+        block[0] = '\0';
+        if (ctype)
+            pos += (size_t)snprintf(block + pos, sizeof block - pos, "Content-Type: %s\r\n", ctype);
+        if (lm > 0 && pos < sizeof block) {
+            http_date_format((time_t)lm, date, sizeof date);
+            pos += (size_t)snprintf(block + pos, sizeof block - pos, "Last-Modified: %s\r\n", date);
+        }
+        if (etag && pos < sizeof block)
+            pos += (size_t)snprintf(block + pos, sizeof block - pos, "ETag: %s\r\n", etag);
+        if (cc && pos < sizeof block)
+            snprintf(block + pos, sizeof block - pos, "Cache-Control: %s\r\n", cc);
+        for (int c = 0; c < 3; c++)
+            sqlite3_bind_value(ins, c + 1, sqlite3_column_value(sel, c));
+        sqlite3_bind_text(ins, 4, block, -1, SQLITE_TRANSIENT);
+        for (int c = 6; c < 9; c++)
+            sqlite3_bind_value(ins, c - 1, sqlite3_column_value(sel, c));
+        if (sqlite3_step(ins) != SQLITE_DONE)
+            rc = SQLITE_ERROR;
+        sqlite3_reset(ins);
+    }
+    sqlite3_finalize(sel);
+    sqlite3_finalize(ins);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(idx->wr, "DROP TABLE urls", NULL, NULL, NULL);
+    if (rc != SQLITE_OK)
+        db_error(idx, idx->wr, "migrate the urls table to responses");
+    return rc == SQLITE_OK ? 0 : -1;
 }
 
 int index_totals(struct index *idx, uint64_t *objects, uint64_t *bytes)
@@ -921,37 +1029,6 @@ int index_expect_put(struct index *idx, const struct index_expectation *e, size_
     return rc;
 }
 
-int index_expect_get(struct index *idx, const char *key, struct index_expected *out)
-{
-    sqlite3_stmt *st = idx->expect;
-    int rc, found = -1;
-
-    assert(idx->magic == INDEX_MAGIC);
-    memset(out, 0, sizeof *out);
-    out->size = -1;
-    rc = sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        const char *sha = (const char *)sqlite3_column_text(st, 0);
-        const char *src = (const char *)sqlite3_column_text(st, 2);
-        found = sha && strlen(sha) == 2 * SHA256_LEN;
-        if (found) {
-            memcpy(out->sha256, sha, sizeof out->sha256);
-            if (sqlite3_column_type(st, 1) != SQLITE_NULL)
-                out->size = sqlite3_column_int64(st, 1);
-            snprintf(out->source, sizeof out->source, "%s", src ? src : "");
-        }
-    } else if (rc == SQLITE_DONE) {
-        found = 0;
-    } else {
-        db_error(idx, idx->rd, expect_def.purpose);
-    }
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
-    return found;
-}
-
 /* ---- pins and deployments ------------------------------------------------ */
 
 int index_pin(struct index *idx, const char *sha256, int delta)
@@ -1015,38 +1092,6 @@ int index_deployment_foreach(struct index *idx, index_deployment_cb cb, void *ct
     sqlite3_reset(st);
     pthread_mutex_unlock(&idx->wr_lock);
     return stop ? stop : (rc == SQLITE_DONE ? 0 : -1);
-}
-
-int index_refresh_url(struct index *idx, const char *key, int64_t fresh_until,
-                      int64_t stale_if_error, int64_t now)
-{
-    sqlite3_stmt *st = idx->wr_stmt[WR_REFRESH_URL];
-    int rc;
-
-    assert(idx->magic == INDEX_MAGIC);
-    pthread_mutex_lock(&idx->wr_lock);
-    if (sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC) | sqlite3_bind_int64(st, 2, fresh_until)
-        | sqlite3_bind_int64(st, 3, stale_if_error) | sqlite3_bind_int64(st, 4, now))
-        rc = -1;
-    else
-        rc = wr_run(idx, WR_REFRESH_URL);
-    pthread_mutex_unlock(&idx->wr_lock);
-    return rc;
-}
-
-int index_drop_url(struct index *idx, const char *key)
-{
-    sqlite3_stmt *st = idx->wr_stmt[WR_DROP_URL];
-    int rc;
-
-    assert(idx->magic == INDEX_MAGIC);
-    pthread_mutex_lock(&idx->wr_lock);
-    if (sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC))
-        rc = -1;
-    else
-        rc = wr_run(idx, WR_DROP_URL);
-    pthread_mutex_unlock(&idx->wr_lock);
-    return rc;
 }
 
 int index_lru(struct index *idx, unsigned limit, struct index_lru_entry *out, size_t *n)

@@ -5,22 +5,25 @@
  *   objects(sha256 TEXT PRIMARY KEY, size INTEGER, created INTEGER,
  *           last_access INTEGER, hits INTEGER, pinned INTEGER,
  *           verified_by TEXT)
- *   urls(key TEXT PRIMARY KEY, sha256 TEXT REFERENCES objects, origin_url TEXT,
- *        content_type TEXT, last_modified INTEGER, origin_etag TEXT,
- *        stored_at INTEGER, fresh_until INTEGER, stale_if_error INTEGER,
- *        cache_control TEXT)
+ *   responses(key TEXT, variant TEXT, sha256 TEXT REFERENCES objects,
+ *        origin_url TEXT, status INTEGER, vary TEXT, headers TEXT,
+ *        stored_at INTEGER, initial_age INTEGER, fresh_until INTEGER,
+ *        stale_if_error INTEGER, flags INTEGER, PRIMARY KEY(key, variant))
  *   expectations(key TEXT PRIMARY KEY, sha256 TEXT, size INTEGER, source TEXT)
  *   deployments(id TEXT PRIMARY KEY, created INTEGER, body TEXT)
- * plus the indexes urls(sha256) and objects(last_access). A urls row is
- * deleted with its objects row (ON DELETE CASCADE, foreign keys on), and a
- * lookup joins the two, so a key whose object is gone reads as not stored.
+ * plus the indexes responses(sha256) and objects(last_access). A key may
+ * hold several responses, one per variant (the secondary key that its Vary
+ * makes of the request's fields; "" without Vary). A responses row is
+ * deleted with its objects row (ON DELETE CASCADE, foreign keys on), and the
+ * listing joins the two, so a key whose object is gone reads as not stored.
  * Times are Unix seconds. The database runs in WAL mode with
  * synchronous=NORMAL: a crash may lose the last commits, never consistency;
  * a blob whose row was lost is adopted by store_recover().
  *
- * Two connections: `rd`, used only by the loop thread for lookups (WAL lets
- * it read while a commit is under way), and `wr`, guarded by a mutex, used
- * for every write from the libuv thread pool. Access times are not written
+ * One connection, guarded by a mutex, used from the libuv thread pool (or
+ * at start-up and in the offline commands): the loop thread serves from the
+ * catalog (cache/catalog.h), which this index fills at start-up and which
+ * writes its changes back here on the pool. Access times are not written
  * once per hit: index_touch() records them in memory (cheap, loop thread)
  * and index_flush_touches() writes the batch in one transaction (thread
  * pool, from a timer, and at shutdown). The batch holds at most 4096
@@ -41,59 +44,60 @@ struct index;
 
 int index_open(struct index **out, const char *path, const struct logger *log,
                char *err, size_t errlen);
-/* Flushes pending touches, closes both connections, frees, sets *idx NULL. */
+/* Flushes pending touches, closes the connection, frees, sets *idx NULL. */
 void index_close(struct index **idx);
-
-/* What a lookup by key returns. Strings are owned by the entry. */
-struct index_entry {
-    char sha256[65];
-    uint64_t size;
-    char *origin_url;
-    char *content_type;         /* NULL when the origin sent none */
-    char *origin_etag;          /* NULL when the origin sent none */
-    int64_t last_modified;      /* 0 when unknown */
-    int64_t stored_at;          /* stored, or last revalidated */
-    int64_t fresh_until;        /* Unix seconds; INT64_MAX: immutable */
-    int64_t stale_if_error;     /* the response's own bound in seconds, -1 none */
-    char *cache_control;        /* the origin's Cache-Control, passed on; NULL none */
-};
-
-/* Loop thread. Returns 1 and fills *out when key is stored, 0 when not,
- * -1 on a database error (logged). */
-int index_lookup(struct index *idx, const char *key, struct index_entry *out);
-void index_entry_free(struct index_entry *e);
-/* A deep copy of src into dst (free with index_entry_free). 0, or -1 when
- * out of memory (dst is then empty). */
-int index_entry_copy(struct index_entry *dst, const struct index_entry *src);
-
-/* What a finished fill records. */
-struct index_commit {
-    const char *key;
-    const char *origin_url;
-    const char *sha256;         /* 64 hex */
-    uint64_t size;
-    const char *content_type;   /* may be NULL */
-    const char *origin_etag;    /* may be NULL */
-    int64_t last_modified;      /* 0 when unknown */
-    int64_t now;
-    const char *verified_by;    /* e.g. "content-length", "repr-digest"; may be NULL */
-    int64_t fresh_until;        /* 0 or INT64_MAX: immutable */
-    int64_t stale_if_error;     /* seconds; 0 or -1: none given */
-    const char *cache_control;  /* the origin's, passed on to clients; may be NULL */
-};
-
-/* Thread pool. One transaction: insert or keep the objects row, insert or
- * replace the urls row. Returns 0, or -1 (logged). Sets *new_object to 1
- * when the objects row did not exist before (may be NULL). A kept row gets
- * last_access = max(last_access, now), and its verified_by when it had
- * none or was 'adopted'. */
-int index_commit_object(struct index *idx, const struct index_commit *c, int *new_object);
 
 /* Loop thread, cheap: remember that sha256 was read at `now` (repeated
  * reads of one object are merged; a malformed digest is ignored). */
 void index_touch(struct index *idx, const char *sha256, int64_t now);
 /* Thread pool: writes remembered touches (last_access, hits += n). */
 int index_flush_touches(struct index *idx);
+
+/* ---- stored responses ------------------------------------------------------ */
+
+/* One stored response, as a commit writes it and the catalog loads it.
+ * Strings are borrowed. */
+struct index_response {
+    const char *key;
+    const char *variant;        /* the secondary key, "" without Vary */
+    const char *origin_url;
+    const char *sha256;         /* 64 hex: the body's blob */
+    uint64_t size;
+    long status;
+    const char *vary;           /* the Vary names (hdrs_vary_names), "" none */
+    const char *headers;        /* the stored header block, "Name: value\r\n" lines */
+    int64_t stored_at;          /* when its answer came (or was last revalidated) */
+    int64_t initial_age;        /* its age then, seconds (RFC 9111 §4.2.3) */
+    int64_t fresh_until;        /* Unix seconds; INT64_MAX: immutable */
+    int64_t stale_if_error;     /* the response's own bound in seconds, -1 none */
+    unsigned flags;             /* the catalog's CAT_* bits */
+};
+
+/* Thread pool. One transaction: insert or keep the objects row (`now` its
+ * creation or access time, verified_by how its bytes were checked), insert
+ * or replace the response (key, variant). Sets *new_object to 1 when the
+ * objects row did not exist before (may be NULL). A kept row gets
+ * last_access = max(last_access, now), and verified_by when it had none or
+ * was 'adopted'. Returns 0, or -1 (logged). */
+int index_commit_response(struct index *idx, const struct index_response *r, int64_t now,
+                          const char *verified_by, int *new_object);
+/* Not the loop thread (offline commands, tests): 1 and the blob of key's
+ * response of that variant ("" without Vary) into sha256_out (65 bytes),
+ * 0 when there is none, -1 on a database error. */
+int index_response_sha(struct index *idx, const char *key, const char *variant,
+                       char *sha256_out);
+/* Thread pool: a 304 refreshed a response's headers and freshness. Only
+ * the row that still names r->sha256 changes: a newer body committed
+ * meanwhile keeps its own fields. */
+int index_update_response(struct index *idx, const struct index_response *r);
+/* Thread pool: forget every response of key (an unsafe method succeeded on
+ * its URL, RFC 9111 §4.4). The blobs stay for other keys or eviction. */
+int index_drop_key(struct index *idx, const char *key);
+/* Calls cb for every stored response whose blob row exists; a non-zero
+ * return stops the walk (and is returned; -1 on a database error). cb runs
+ * with the connection held: it must not call other index_ functions. */
+typedef int (*index_response_cb)(void *ctx, const struct index_response *r);
+int index_foreach_response(struct index *idx, index_response_cb cb, void *ctx);
 
 /* Totals for /status and /metrics (any thread; uses wr). */
 int index_totals(struct index *idx, uint64_t *objects, uint64_t *bytes);
@@ -137,24 +141,12 @@ struct index_expectation {
 /* Thread pool. Registers (or replaces) n expectations in one transaction.
  * Returns 0, or -1 (nothing registered). */
 int index_expect_put(struct index *idx, const struct index_expectation *e, size_t n);
+/* Calls cb for every expectation (start-up); as index_foreach_response. */
+typedef int (*index_expect_cb)(void *ctx, const char *key, const char *sha256, int64_t size,
+                               const char *source);
+int index_foreach_expectation(struct index *idx, index_expect_cb cb, void *ctx);
 
-struct index_expected {
-    char sha256[65];
-    int64_t size;               /* -1 when unknown */
-    char source[32];
-};
 
-/* Loop thread. 1 and *out filled when key has an expectation, 0 when not,
- * -1 on a database error. */
-int index_expect_get(struct index *idx, const char *key, struct index_expected *out);
-
-/* Thread pool: a revalidation (304) made key fresh again. */
-int index_refresh_url(struct index *idx, const char *key, int64_t fresh_until,
-                      int64_t stale_if_error, int64_t now);
-
-/* Thread pool: forget key's stored response (an unsafe method succeeded on
- * its URL, RFC 9111 §4.4). The blob stays for other URLs or eviction. */
-int index_drop_url(struct index *idx, const char *key);
 
 /* Thread pool: up to limit unpinned objects, least recently used first
  * (flush touches before, so recent reads count). */

@@ -1,118 +1,283 @@
 /* lookup — see lookup.h. */
 #include "cache/lookup.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+#include <strings.h>
 #include <unistd.h>
 
-/* Mapping a key to a blob found by its expected hash: an index row. */
-struct map_req {
-    uv_work_t work;
-    struct index *index;
-    char *key;
-    char *origin_url;
-    char sha256[65];
+#include "cache/catalog.h"
+#include "cache/fill.h"
+#include "cache/fresh.h"
+#include "cache/stats.h"
+#include "cache/store.h"
+
+static void answer_init(struct lookup_answer *a)
+{
+    memset(a, 0, sizeof *a);
+    a->fd = a->backup_fd = -1;
+}
+
+void lookup_answer_free(struct lookup_answer *a)
+{
+    if (a->fd >= 0)
+        close(a->fd);
+    if (a->backup_fd >= 0)
+        close(a->backup_fd);
+    cat_resp_unref(&a->resp);
+    cat_resp_unref(&a->backup);
+    fill_unref(&a->fill, NULL);
+    answer_init(a);
+}
+
+int64_t lookup_age(const struct cat_resp *r, int64_t now)
+{
+    int64_t resident = now > r->stored_at ? now - r->stored_at : 0;
+    return r->initial_age + resident;
+}
+
+static int is_fresh(const struct cat_resp *r, int64_t now)
+{
+    if (r->fresh_until == FRESH_FOREVER)
+        return 1;
+    return !(r->flags & CAT_ALWAYS_REVALIDATE) && now < r->fresh_until;
+}
+
+/* The request asks that a stored response be validated first (RFC 9111
+ * §5.2.1.4, §5.2.1.1 with max-age=0, and HTTP/1.0's Pragma: no-cache). */
+static int request_wants_validation(const struct hdr_source *req)
+{
+    if (!req || !req->get)
+        return 0;
+    const char *cc = req->get(req->ctx, "Cache-Control");
+    if (cc) {
+        struct fresh_directives d;
+        fresh_parse(cc, &d);
+        return d.no_cache || d.max_age == 0;
+    }
+    const char *pragma = req->get(req->ctx, "Pragma");
+    return pragma && hdrs_list_has(pragma, "no-cache");
+}
+
+static int request_only_if_cached(const struct hdr_source *req)
+{
+    const char *cc = req && req->get ? req->get(req->ctx, "Cache-Control") : NULL;
+    return cc && hdrs_list_has(cc, "only-if-cached");
+}
+
+/* Opens r's blob: fd, or -1 when it is missing or has another size. */
+static int open_blob(const struct lookup_env *env, const struct cat_resp *r)
+{
+    uint64_t size = 0;
+    int fd = store_blob_open(env->store, r->sha256, &size);
+    if (fd >= 0 && size == r->size)
+        return fd;
+    if (fd >= 0)
+        close(fd);
+    log_msg(env->log, LOG_WARN, "lookup", "blob %s for %s is missing or has the wrong size: "
+            "fetching again", r->sha256, r->key);
+    return -1;
+}
+
+static void stored(struct lookup_answer *a, const struct cat_resp *r, int fd, int by_hash)
+{
+    a->verdict = LOOKUP_STORED;
+    cat_resp_ref(r);
+    a->resp = r;
+    a->fd = fd;
+    a->size = r->size;
+    a->by_hash = by_hash;
+}
+
+/* A hit by hash: the key's expected SHA-256 is a blob the store holds. */
+static int try_by_hash(const struct lookup_env *env, const struct lookup_request *rq,
+                       const struct cat_expect *ex, struct lookup_answer *a)
+{
     uint64_t size;
-};
+    if (!ex || !catalog_blob(env->catalog, ex->sha256, &size))
+        return 0;
+    if (ex->size >= 0 && (uint64_t)ex->size != size)
+        return 0;
+    int fd = store_blob_open(env->store, ex->sha256, &size);
+    if (fd < 0)
+        return 0;
+    const struct cat_resp *r = catalog_map_blob(env->catalog, rq->key, rq->origin_url,
+                                                ex->sha256, size);
+    if (!r) {
+        close(fd);
+        return 0;
+    }
+    stored(a, r, fd, 1);
+    return 1;
+}
 
-static void map_work(uv_work_t *w)
+/* Starts a fill under name (NULL: for this request alone). */
+static void start(const struct lookup_env *env, const struct lookup_request *rq,
+                  const char *name, struct lookup_answer *a)
 {
-    struct map_req *m = w->data;
-    struct index_commit c = {
-        .key = m->key, .origin_url = m->origin_url, .sha256 = m->sha256, .size = m->size,
-        .now = (int64_t)time(NULL), .verified_by = "expectation",
+    int status = 503;
+    struct fill_request fr = {
+        .key = rq->key, .name = name, .origin_url = rq->origin_url,
+        .expect = catalog_expectation(env->catalog, rq->key), .req = rq->req,
+        .stale = a->backup,
     };
-    index_commit_object(m->index, &c, NULL);
-}
-
-static void map_after(uv_work_t *w, int status)
-{
-    struct map_req *m = w->data;
-    (void)status;
-    free(m->key);
-    free(m->origin_url);
-    free(m);
-}
-
-static void map_key(const struct lookup_env *env, const char *key, const char *origin_url,
-                    const char *sha256, uint64_t size)
-{
-    struct map_req *m = calloc(1, sizeof *m);
-    if (!m)
+    a->fill = fills_start(env->fills, &fr, &status, a->reason, sizeof a->reason);
+    if (a->fill) {
+        a->verdict = LOOKUP_FILL;
+        a->started = 1;
         return;
-    m->work.data = m;
-    m->index = env->index;
-    m->key = strdup(key);
-    m->origin_url = strdup(origin_url);
-    memcpy(m->sha256, sha256, sizeof m->sha256);
-    m->size = size;
-    if (!m->key || !m->origin_url || uv_queue_work(env->loop, &m->work, map_work, map_after) != 0)
-        map_after(&m->work, 0);
+    }
+    if (lookup_fall_back(env, a, rq->now))
+        return;
+    a->verdict = LOOKUP_REFUSE;
+    a->status = (unsigned)status;
 }
 
-static int try_hit(const struct lookup_env *env, const char *key, struct lookup_result *out)
+static void join(struct lookup_answer *a, struct fill *fl)
 {
-    struct index_entry *ent = &out->entry;
-    if (index_lookup(env->index, key, ent) != 1)
-        return 0;
-    if (out->has_expectation && strcmp(out->expected.sha256, ent->sha256) != 0) {
-        log_msg(env->log, LOG_WARN, "lookup", "%s is stored as sha256 %s but expected as %s (%s): "
-                "not served, fetched again", key, ent->sha256, out->expected.sha256,
-                out->expected.source);
-        index_entry_free(ent);
-        return 0;
+    fill_ref(fl);
+    a->fill = fl;
+    a->verdict = LOOKUP_FILL;
+    a->started = 0;
+}
+
+/* The fill listed under name that can serve this request, joined; else
+ * one started there (a listed one that cannot serve leaves the table). */
+static void join_or_start(const struct lookup_env *env, const struct lookup_request *rq,
+                          const char *name, int depth, struct lookup_answer *a)
+{
+    struct fill *fl = fills_find(env->fills, name);
+    if (!fl) {
+        start(env, rq, name, a);
+        return;
     }
-    out->fd = store_blob_open(env->store, ent->sha256, &out->size);
-    if (out->fd < 0 || out->size != ent->size) {
-        log_msg(env->log, LOG_WARN, "lookup", "blob %s for %s is missing or has the wrong size: "
-                "fetching again", ent->sha256, key);
-        if (out->fd >= 0)
-            close(out->fd);
-        out->fd = -1;
-        index_entry_free(ent);
-        return 0;
+    struct fill_info fi;
+    const char *why = "";
+    fill_info(fl, &fi);
+    if (fi.revalidating
+        && (!a->backup || !fi.stale || strcmp(a->backup->sha256, fi.stale->sha256) != 0)) {
+        /* it can only confirm a stored copy this request cannot use */
+        fill_detach(fl);
+        start(env, rq, name, a);
+        return;
     }
-    out->kind = LOOKUP_HIT;
+    int late = fi.state != FILL_CONNECTING;
+    if (fill_serves(fl, rq->req, late, rq->now, &why)) {
+        join(a, fl);
+        return;
+    }
+    char *other = depth == 0 ? fill_variant_name(fl, rq->req) : NULL;
+    if (other && strcmp(other, name) != 0) {
+        join_or_start(env, rq, other, depth + 1, a);
+        free(other);
+        return;
+    }
+    free(other);
+    log_msg(env->log, LOG_DEBUG, "lookup", "%s: a fill runs but %s: fetching anew", rq->key, why);
+    fill_detach(fl);
+    start(env, rq, name, a);
+}
+
+void lookup_request(const struct lookup_env *env, const struct lookup_request *rq,
+                    struct lookup_answer *out)
+{
+    answer_init(out);
+    const struct cat_expect *ex = catalog_expectation(env->catalog, rq->key);
+    const struct cat_resp *r = catalog_select(env->catalog, rq->key, rq->req, &out->vary_miss);
+    if (r && ex && (r->status != 200 || strcmp(ex->sha256, r->sha256) != 0)) {
+        log_msg(env->log, LOG_WARN, "lookup", "%s is stored as %ld, sha256 %s, but expected as "
+                "sha256 %s (%s): not served, fetched again", rq->key, r->status, r->sha256,
+                ex->sha256, ex->source);
+        r = NULL;
+    }
+    int fd = r ? open_blob(env, r) : -1;
+    if (r && fd < 0)
+        r = NULL;
+    if (r && is_fresh(r, rq->now)
+        && !(r->fresh_until != FRESH_FOREVER && request_wants_validation(rq->req))) {
+        stored(out, r, fd, 0);
+        return;
+    }
+    if (r) {                        /* stale: revalidated, and kept to fall back on */
+        cat_resp_ref(r);
+        out->backup = r;
+        out->backup_fd = fd;
+    } else if (try_by_hash(env, rq, ex, out)) {
+        return;
+    }
+    if (request_only_if_cached(rq->req) && !(out->backup && lookup_fall_back(env, out, rq->now))) {
+        out->verdict = LOOKUP_REFUSE;
+        out->status = 504;
+        snprintf(out->reason, sizeof out->reason, "%s is not stored and the request says "
+                 "only-if-cached", rq->key);
+        return;
+    }
+    if (rq->req && rq->req->get && rq->req->get(rq->req->ctx, "Authorization")) {
+        start(env, rq, NULL, out);  /* credentials may change the answer: never collapsed */
+        return;
+    }
+    join_or_start(env, rq, rq->key, 0, out);
+}
+
+int lookup_fill_moved(const struct lookup_env *env, const struct lookup_request *rq,
+                      struct lookup_answer *a)
+{
+    struct fill_info fi;
+    const char *why = "";
+    fill_info(a->fill, &fi);
+    if (a->started || fill_serves(a->fill, rq->req, 0, rq->now, &why))
+        return 1;                   /* the request a fill is for always takes its answer */
+    /* another variant: its own name; an answer for its first request
+     * alone: a fill for this request alone */
+    struct fill *old = a->fill;
+    char *other = fi.personal ? NULL : fill_variant_name(old, rq->req);
+    a->fill = NULL;
+    log_msg(env->log, LOG_DEBUG, "lookup", "%s: the fill it waited on cannot serve it (%s)",
+            rq->key, why);
+    if (other)
+        join_or_start(env, rq, other, 1, a);
+    else
+        start(env, rq, NULL, a);
+    free(other);
+    fill_unref(&old, NULL);
+    return 0;
+}
+
+int lookup_fall_back(const struct lookup_env *env, struct lookup_answer *a, int64_t now)
+{
+    const struct cat_resp *b = a->backup;
+    if (!b || b->fresh_until == FRESH_FOREVER || (b->flags & CAT_NO_STALE) || a->backup_fd < 0)
+        return 0;
+    int64_t bound = (int64_t)(env->cfg->stale_if_error_ms / 1000);
+    if (b->stale_if_error >= 0 && b->stale_if_error < bound)
+        bound = b->stale_if_error;
+    if (now - b->fresh_until >= bound)
+        return 0;
+    fill_unref(&a->fill, NULL);
+    a->verdict = LOOKUP_STORED;
+    a->resp = b;
+    a->backup = NULL;
+    a->fd = a->backup_fd;
+    a->backup_fd = -1;
+    a->size = b->size;
+    a->stale = 1;
+    env->stats->stale_served++;
+    log_msg(env->log, LOG_INFO, "lookup", "%s: the upstream failed; served stale", b->key);
     return 1;
 }
 
-static int try_by_hash(const struct lookup_env *env, const char *key, const char *origin_url,
-                       struct lookup_result *out)
+int lookup_use(const struct lookup_env *env, const struct cat_resp *resp,
+               struct lookup_answer *a)
 {
-    const struct index_expected *ex = &out->expected;
-    if (!out->has_expectation)
-        return 0;
-    out->fd = store_blob_open(env->store, ex->sha256, &out->size);
-    if (out->fd < 0)
-        return 0;
-    if (ex->size >= 0 && (uint64_t)ex->size != out->size) {
-        close(out->fd);
-        out->fd = -1;
-        return 0;
+    int fd;
+    if (a->backup && a->backup_fd >= 0 && strcmp(a->backup->sha256, resp->sha256) == 0) {
+        fd = a->backup_fd;
+        a->backup_fd = -1;
+    } else if ((fd = open_blob(env, resp)) < 0) {
+        return -1;
     }
-    out->kind = LOOKUP_BY_HASH;
-    map_key(env, key, origin_url, ex->sha256, out->size);
-    return 1;
-}
-
-void lookup_key(const struct lookup_env *env, const char *key, const char *origin_url,
-                struct lookup_result *out)
-{
-    memset(out, 0, sizeof *out);
-    out->fd = -1;
-    out->has_expectation = index_expect_get(env->index, key, &out->expected) == 1;
-    if (try_hit(env, key, out) || try_by_hash(env, key, origin_url, out))
-        return;
-    out->kind = LOOKUP_MISS;
-}
-
-void lookup_result_free(struct lookup_result *r)
-{
-    if (r->fd >= 0)
-        close(r->fd);
-    r->fd = -1;
-    if (r->kind == LOOKUP_HIT)
-        index_entry_free(&r->entry);
-    r->kind = LOOKUP_MISS;
+    fill_unref(&a->fill, NULL);
+    stored(a, resp, fd, 0);
+    return 0;
 }

@@ -10,6 +10,7 @@
 
 #include "cache/fill.h"
 #include "cache/index.h"
+#include "cache/catalog.h"
 #include "cache/lookup.h"
 #include "cache/stats.h"
 
@@ -23,7 +24,7 @@ struct pf_file {
     enum prefetch_state state;
     char *error;
     char stored[65];                /* DONE: the blob */
-    struct fill *fill;              /* FETCHING: a reference */
+    struct lookup_answer a;         /* FETCHING: how cache/ answers it (a.fill: a reference) */
     struct fill_waiter waiter;
     uint64_t bytes, total;
     struct pf_file *qnext;          /* on the queue while QUEUED */
@@ -145,8 +146,10 @@ static void file_end(struct pf_file *f, const char *sha, const char *why)
 {
     struct deployment *d = f->dep;
     struct prefetch *p = d->owner;
-    if (f->fill) {
-        fill_unref(&f->fill, &f->waiter);
+    if (f->state == PREFETCH_FETCHING) {
+        if (f->a.fill)
+            fill_unwait(f->a.fill, &f->waiter);
+        lookup_answer_free(&f->a);
         p->running--;
     }
     free(f->error);
@@ -169,19 +172,77 @@ static void file_end(struct pf_file *f, const char *sha, const char *why)
     pump_soon(p);
 }
 
+static struct lookup_env lookup_env_of(const struct prefetch *p)
+{
+    return (struct lookup_env){
+        .cfg = p->env.cfg, .log = p->env.log, .store = p->env.store,
+        .catalog = p->env.catalog, .fills = p->env.fills, .stats = p->env.stats,
+    };
+}
+
+static struct lookup_request lookup_req_of(const struct pf_file *f)
+{
+    /* a prefetch is a request without fields */
+    return (struct lookup_request){.key = f->key, .origin_url = f->url, .now = (int64_t)time(NULL)};
+}
+
+static void file_stored(struct pf_file *f, const struct cat_resp *r)
+{
+    char sha[65], why[64];
+    if (r->status != 200) {
+        snprintf(why, sizeof why, "stored as the upstream's %ld", r->status);
+        file_end(f, NULL, why);
+        return;
+    }
+    f->bytes = f->total = r->size;
+    snprintf(sha, sizeof sha, "%s", r->sha256);
+    file_end(f, sha, NULL);
+}
+
+static void file_wake(struct fill_waiter *w);
+
+/* What cache/ answered: stored, refused, or a fill to wait on. */
+static void file_answered(struct pf_file *f)
+{
+    char why[600];
+    switch (f->a.verdict) {
+    case LOOKUP_STORED:
+        file_stored(f, f->a.resp);
+        return;
+    case LOOKUP_REFUSE:
+        snprintf(why, sizeof why, "%s", f->a.reason);
+        file_end(f, NULL, why);
+        return;
+    case LOOKUP_FILL:
+        f->waiter.wake = file_wake;
+        fill_wait(f->a.fill, &f->waiter);
+        return;
+    }
+}
+
 static void file_wake(struct fill_waiter *w)
 {
     struct pf_file *f = (struct pf_file *)((char *)w - offsetof(struct pf_file, waiter));
+    struct prefetch *p = f->dep->owner;
+    struct lookup_env env = lookup_env_of(p);
+    struct lookup_request lq = lookup_req_of(f);
     struct fill_info fi;
-    char sha[65], why[600];
-    fill_info(f->fill, &fi);
+    char why[600];
+    if (!lookup_fill_moved(&env, &lq, &f->a)) {
+        file_answered(f);           /* a new decision */
+        return;
+    }
+    fill_info(f->a.fill, &fi);
     f->bytes = fi.received;
     f->total = fi.has_total ? fi.total : 0;
     switch (fi.state) {
     case FILL_DONE:
-        if (fi.stored) {
-            snprintf(sha, sizeof sha, "%s", fi.sha256_hex);
-            file_end(f, sha, NULL);
+        if (fi.stored && fi.status == 200) {
+            snprintf(why, sizeof why, "%s", fi.sha256_hex);
+            file_end(f, why, NULL);
+        } else if (fi.status != 200) {
+            snprintf(why, sizeof why, "upstream answered %ld", fi.status);
+            file_end(f, NULL, why);
         } else {
             file_end(f, NULL, "complete but not stored (disk)");
         }
@@ -190,24 +251,23 @@ static void file_wake(struct fill_waiter *w)
         snprintf(why, sizeof why, "%s", fi.error);
         file_end(f, NULL, why);
         return;
-    case FILL_PASS:
-        snprintf(why, sizeof why, "upstream answered %ld", fi.status);
-        file_end(f, NULL, why);
-        return;
-    case FILL_REVALIDATED:          /* a stored copy was confirmed: look again */
-        fill_unref(&f->fill, &f->waiter);
-        requeue_file(f);
+    case FILL_REVALIDATED:          /* a stored copy was confirmed */
+        if (lookup_use(&env, fi.fresh, &f->a) == 0)
+            file_stored(f, f->a.resp);
+        else
+            requeue_file(f);
         return;
     default:
-        fill_wait(f->fill, &f->waiter);
+        fill_wait(f->a.fill, &f->waiter);
     }
 }
 
-/* A file whose fill ended without telling its blob: queued again, so that
- * its lookup finds what is stored now. */
+/* A file whose stored copy went away under it: queued again, so that its
+ * lookup finds what is stored now. */
 static void requeue_file(struct pf_file *f)
 {
     struct prefetch *p = f->dep->owner;
+    lookup_answer_free(&f->a);
     p->running--;
     enqueue(p, f);
     pump_soon(p);
@@ -215,45 +275,12 @@ static void requeue_file(struct pf_file *f)
 
 static void file_start(struct prefetch *p, struct pf_file *f)
 {
-    struct lookup_env lenv = {p->env.loop, p->env.store, p->env.index, p->env.log};
-    struct lookup_result lk;
-    char reason[512], sha[65];
-    int status;
-    lookup_key(&lenv, f->key, f->url, &lk);
-    if (lk.kind != LOOKUP_MISS) {
-        snprintf(sha, sizeof sha, "%s",
-                 lk.kind == LOOKUP_HIT ? lk.entry.sha256 : lk.expected.sha256);
-        f->bytes = f->total = lk.size;
-        lookup_result_free(&lk);
-        file_end(f, sha, NULL);
-        return;
-    }
-    struct fill *fl = fills_find(p->env.fills, f->key);
-    if (fl) {
-        struct fill_info fi;
-        fill_info(fl, &fi);
-        if (fi.revalidating) {      /* it can only confirm a copy the lookup could not use */
-            fill_detach(fl);
-            fl = NULL;
-        }
-    }
-    if (fl)
-        fill_ref(fl);
-    else {
-        struct fill_request rq = {.key = f->key, .origin_url = f->url,
-                                  .expect = lk.has_expectation ? &lk.expected : NULL};
-        fl = fills_start(p->env.fills, &rq, &status, reason, sizeof reason);
-    }
-    lookup_result_free(&lk);
-    if (!fl) {
-        file_end(f, NULL, reason);
-        return;
-    }
-    f->fill = fl;
+    struct lookup_env env = lookup_env_of(p);
+    struct lookup_request lq = lookup_req_of(f);
     f->state = PREFETCH_FETCHING;
     p->running++;
-    f->waiter.wake = file_wake;
-    fill_wait(fl, &f->waiter);
+    lookup_request(&env, &lq, &f->a);
+    file_answered(f);
 }
 
 static void pump(uv_timer_t *t)
@@ -279,8 +306,10 @@ static void file_free(struct prefetch *p, struct pf_file *f)
         f->done(f->done_arg, f->key, NULL);     /* it will never end: say so */
     if (f->state == PREFETCH_QUEUED)
         dequeue(p, f);
-    if (f->fill) {
-        fill_unref(&f->fill, &f->waiter);
+    if (f->state == PREFETCH_FETCHING) {
+        if (f->a.fill)
+            fill_unwait(f->a.fill, &f->waiter);
+        lookup_answer_free(&f->a);
         p->running--;
     }
     free(f->key);
@@ -342,6 +371,7 @@ static int file_init(struct pf_file *f, struct deployment *d, const struct prefe
     f->done = it->done;
     f->done_arg = it->done_arg;
     f->waiter.wake = file_wake;
+    f->a.fd = f->a.backup_fd = -1;
     return f->key && f->url && f->name && (!it->sha256 || f->sha256) ? 0 : -1;
 }
 
@@ -416,9 +446,9 @@ void prefetch_foreach(struct prefetch *p, prefetch_deployment_cb cb, void *ctx)
             return;
         for (size_t i = 0; i < d->n; i++) {
             struct pf_file *f = &d->files[i];
-            if (f->fill) {          /* live progress */
+            if (f->state == PREFETCH_FETCHING && f->a.fill) {     /* live progress */
                 struct fill_info info;
-                fill_info(f->fill, &info);
+                fill_info(f->a.fill, &info);
                 f->bytes = info.received;
                 f->total = info.has_total ? info.total : 0;
             }

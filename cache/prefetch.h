@@ -30,6 +30,7 @@ struct store;
 struct index;
 struct fills;
 struct stats;
+struct catalog;
 struct prefetch;
 
 struct prefetch_env {
@@ -38,6 +39,7 @@ struct prefetch_env {
     const struct logger *log;
     struct store *store;
     struct index *index;
+    struct catalog *catalog;
     struct fills *fills;
     struct stats *stats;
 };

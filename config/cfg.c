@@ -58,6 +58,7 @@ enum cfg_type_id {
     T_PATH,         /* char *, not empty */
     T_ALLOW,        /* struct cfg_allow *, count at count_offset */
     T_ROUTE,        /* struct cfg_route *, count at count_offset */
+    T_REFRESH,      /* struct cfg_refresh *, count at count_offset */
     T_DURATION,     /* uint64_t milliseconds */
     T_UINT,         /* uint64_t */
     T_SIZE,         /* uint64_t bytes */
@@ -128,6 +129,7 @@ static int set_name(struct cfg *c, const struct cfg_option *o, const char *v, ch
 static int set_path(struct cfg *c, const struct cfg_option *o, const char *v, char *why, size_t n);
 static int set_allow(struct cfg *c, const struct cfg_option *o, const char *v, char *why, size_t n);
 static int set_route(struct cfg *c, const struct cfg_option *o, const char *v, char *why, size_t n);
+static int set_refresh(struct cfg *c, const struct cfg_option *o, const char *v, char *why, size_t n);
 static int set_duration(struct cfg *c, const struct cfg_option *o, const char *v, char *why, size_t n);
 static int set_uint(struct cfg *c, const struct cfg_option *o, const char *v, char *why, size_t n);
 static int set_size(struct cfg *c, const struct cfg_option *o, const char *v, char *why, size_t n);
@@ -137,6 +139,7 @@ static int set_enum(struct cfg *c, const struct cfg_option *o, const char *v, ch
 static void clear_string(struct cfg *c, const struct cfg_option *o);
 static void clear_allow(struct cfg *c, const struct cfg_option *o);
 static void clear_route(struct cfg *c, const struct cfg_option *o);
+static void clear_refresh(struct cfg *c, const struct cfg_option *o);
 static void format_duration(uint64_t ms, char *buf, size_t len);
 static void format_uint(uint64_t v, char *buf, size_t len);
 static void format_size(uint64_t v, char *buf, size_t len);
@@ -190,6 +193,7 @@ static const struct cfg_type types[] = {
     [T_PATH]     = { "PATH", set_path, clear_string, NULL, false, false },
     [T_ALLOW]    = { "URL", set_allow, clear_allow, NULL, true, false },
     [T_ROUTE]    = { "PREFIX=URL", set_route, clear_route, NULL, true, false },
+    [T_REFRESH]  = { "PATTERN=POLICY", set_refresh, clear_refresh, NULL, true, false },
     [T_DURATION] = { "DURATION", set_duration, NULL, format_duration, false, false },
     [T_UINT]     = { "N", set_uint, NULL, format_uint, false, false },
     [T_SIZE]     = { "SIZE", set_size, NULL, format_size, false, false },
@@ -243,6 +247,25 @@ static const struct cfg_option options[] = {
       .help = "content with neither max-age nor Expires is fresh for 10% of its age since "
               "Last-Modified, at most this long (0: always revalidated)",
       .offset = offsetof(struct cfg, heuristic_max_age_ms) },
+    { .name = "refresh", .type = T_REFRESH,
+      .def = "*.deb=immutable *.udeb=immutable *.rpm=immutable *.ipk=immutable "
+             "*.apk=immutable *.swu=immutable *.raucb=immutable *.mender=immutable "
+             "*/by-hash/*=immutable InRelease=revalidate Release=revalidate "
+             "Release.gpg=revalidate Packages*=revalidate Sources*=revalidate "
+             "Translation-*=revalidate Contents-*=revalidate APKINDEX.*=revalidate "
+             "repomd.xml=revalidate",
+      .help = "freshness rules by path, first match wins: PATTERN=immutable (never "
+              "revalidated), PATTERN=revalidate (before every use) or PATTERN=MIN..MAX (the "
+              "lifetime when the origin gives none, e.g. *.json=1m..1h); a pattern without "
+              "'/' matches the file name, one with '/' the whole path",
+      .offset = offsetof(struct cfg, refresh),
+      .count_offset = offsetof(struct cfg, n_refresh) },
+    { .name = "max_redirects", .type = T_UINT, .def = "5",
+      .min = 0, .max = 20, .unit = "redirects",
+      .help = "redirects (301, 302, 303, 307, 308) a fill follows upstream, each hop checked "
+              "against allow; the final body is stored under the key asked for (0: redirects "
+              "are passed on to the client)",
+      .offset = offsetof(struct cfg, max_redirects) },
     { .name = "stale_if_error", .type = T_DURATION, .def = "7d", .metavar = "DURATION",
       .min = 0, .max = 31536000000ull,
       .help = "how long past its freshness stored content is still served when the "
@@ -793,6 +816,73 @@ static int add_route(struct cfg *c, const struct cfg_option *o, const char *entr
     grown[(*count)++] = r;
     *list = grown;
     return 0;
+}
+
+static int parse_refresh(const char *s, struct cfg_refresh *out, char *why, size_t n)
+{
+    const char *eq = strrchr(s, '=');
+    char buf[64];
+    memset(out, 0, sizeof *out);
+    if (!eq || eq == s || !eq[1])
+        return errorf(why, n, "'%s' is not PATTERN=POLICY (e.g. *.deb=immutable, "
+                      "InRelease=revalidate, *.json=1m..1h)", s);
+    const char *policy = eq + 1;
+    if (strcmp(policy, "immutable") == 0) {
+        out->kind = CFG_REFRESH_IMMUTABLE;
+    } else if (strcmp(policy, "revalidate") == 0) {
+        out->kind = CFG_REFRESH_REVALIDATE;
+    } else {
+        const char *dots = strstr(policy, "..");
+        size_t mlen = dots ? (size_t)(dots - policy) : 0;
+        if (!dots || mlen == 0 || mlen >= sizeof buf || !dots[2])
+            return errorf(why, n, "'%s': the policy must be immutable, revalidate or MIN..MAX "
+                          "(durations, e.g. 1m..1h)", s);
+        memcpy(buf, policy, mlen);
+        buf[mlen] = '\0';
+        char reason[REASON_MAX];
+        if (cfg_parse_duration_ms(buf, &out->min_ms, reason, sizeof reason) != 0
+            || cfg_parse_duration_ms(dots + 2, &out->max_ms, reason, sizeof reason) != 0)
+            return errorf(why, n, "'%s': %s", s, reason);
+        if (out->min_ms > out->max_ms)
+            return errorf(why, n, "'%s': MIN is larger than MAX", s);
+        out->kind = CFG_REFRESH_RANGE;
+    }
+    out->pattern = strndup(s, (size_t)(eq - s));
+    return out->pattern ? 0 : errorf(why, n, "out of memory");
+}
+
+static int add_refresh(struct cfg *c, const struct cfg_option *o, const char *entry,
+                       char *why, size_t n)
+{
+    struct cfg_refresh r, **list = field(c, o);
+    size_t *count = count_field(c, o);
+    if (parse_refresh(entry, &r, why, n) != 0)
+        return -1;
+    struct cfg_refresh *grown = realloc(*list, (*count + 1) * sizeof *grown);
+    if (!grown) {
+        free(r.pattern);
+        return errorf(why, n, "out of memory");
+    }
+    grown[(*count)++] = r;
+    *list = grown;
+    return 0;
+}
+
+static int set_refresh(struct cfg *c, const struct cfg_option *o, const char *v,
+                       char *why, size_t n)
+{
+    return for_each_entry(c, o, v, add_refresh, why, n);
+}
+
+static void clear_refresh(struct cfg *c, const struct cfg_option *o)
+{
+    struct cfg_refresh **list = field(c, o);
+    size_t *count = count_field(c, o);
+    for (size_t i = 0; i < *count; i++)
+        free((*list)[i].pattern);
+    free(*list);
+    *list = NULL;
+    *count = 0;
 }
 
 static int set_allow(struct cfg *c, const struct cfg_option *o, const char *v,
@@ -1519,6 +1609,52 @@ void cfg_print_markdown(FILE *out)
           "Durations: `500ms`, `10s`, `2m`, `1h`, `7d` (a bare number is seconds).\n", out);
 }
 
+/* Comment lines of at most ~78 columns (the file's lines must stay under
+ * inih's limit), broken at spaces; '\n' in text starts a new line. */
+static void print_comment(FILE *out, const char *text)
+{
+    const size_t width = 76;
+    for (const char *p = text; *p;) {
+        size_t line = strcspn(p, "\n");
+        while (line > width) {
+            size_t cut = width;
+            while (cut > 0 && p[cut] != ' ')
+                cut--;
+            if (cut == 0)
+                cut = width;
+            fprintf(out, "# %.*s\n", (int)cut, p);
+            p += cut + (p[cut] == ' ');
+            line = strcspn(p, "\n");
+        }
+        fprintf(out, "# %.*s\n", (int)line, p);
+        p += line + (p[line] == '\n');
+    }
+}
+
+/* "#name = default", a list's long default split over repeated keys (a
+ * repeated list key in the file adds entries). */
+static void print_setting(FILE *out, const struct cfg_option *o)
+{
+    const char *v = default_is_literal(o) ? o->def : "";
+    if (!types[o->type].is_list || strlen(v) <= 100) {
+        fprintf(out, "#%s =%s%s\n", o->name, v[0] ? " " : "", v);
+        return;
+    }
+    while (*v) {
+        size_t n = strlen(v);
+        if (n > 100) {
+            n = 100;
+            while (n > 0 && v[n] != ' ')
+                n--;
+            if (n == 0)
+                n = strcspn(v, " ");
+        }
+        fprintf(out, "#%s = %.*s\n", o->name, (int)n, v);
+        v += n;
+        v += strspn(v, " ");
+    }
+}
+
 void cfg_print_example(FILE *out)
 {
     char extra[160];
@@ -1531,10 +1667,13 @@ void cfg_print_example(FILE *out)
           "# entries. Durations: 500ms, 10s, 2m, 1h, 7d (a bare number is seconds).\n", out);
     for (size_t i = 0; i < N_OPTIONS; i++) {
         const struct cfg_option *o = &options[i];
+        char text[2048];
         describe(o, false, extra, sizeof extra);
-        fprintf(out, "\n# %s\n# default: %s%s%s\n#%s =%s%s\n", o->help, default_text(o),
-                extra[0] ? "; " : "", extra, o->name, default_is_literal(o) ? " " : "",
-                default_is_literal(o) ? o->def : "");
+        snprintf(text, sizeof text, "%s\ndefault: %s%s%s", o->help, default_text(o),
+                 extra[0] ? "; " : "", extra);
+        fputs("\n", out);
+        print_comment(out, text);
+        print_setting(out, o);
     }
 }
 

@@ -68,6 +68,23 @@ struct cfg_route {
     char *url;
 };
 
+/* One freshness rule by path (in the spirit of Squid's refresh_pattern):
+ * "PATTERN=POLICY". A pattern without '/' is matched (fnmatch, '*' and '?'
+ * and [...]) against the path's last segment, one with '/' against the
+ * whole path; the query is never part of it. The first rule that matches
+ * decides:
+ *   immutable   stored and served without revalidation, whatever the
+ *               response says of freshness (no-store and private hold)
+ *   revalidate  revalidated before every use, whatever it says
+ *   MIN..MAX    when the response gives no explicit freshness, it is fresh
+ *               for its heuristic lifetime clamped to [MIN, MAX] */
+enum cfg_refresh_kind { CFG_REFRESH_IMMUTABLE, CFG_REFRESH_REVALIDATE, CFG_REFRESH_RANGE };
+struct cfg_refresh {
+    char *pattern;
+    enum cfg_refresh_kind kind;
+    uint64_t min_ms, max_ms;    /* CFG_REFRESH_RANGE */
+};
+
 enum cfg_log_level { CFG_LOG_ERROR, CFG_LOG_WARN, CFG_LOG_INFO, CFG_LOG_DEBUG };
 enum cfg_log_format { CFG_LOG_TEXT, CFG_LOG_JSON };
 
@@ -83,6 +100,9 @@ struct cfg {
     struct cfg_allow *immutable; /* origins whose URLs never change content */
     size_t n_immutable;
     uint64_t heuristic_max_age_ms;
+    struct cfg_refresh *refresh; /* freshness rules by path, first match wins */
+    size_t n_refresh;
+    uint64_t max_redirects;     /* redirects a fill follows upstream; 0: passed on */
     uint64_t stale_if_error_ms;
     struct cfg_route *routes;
     size_t n_routes;

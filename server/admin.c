@@ -82,6 +82,14 @@ static void fill_json(void *ctx, const struct fill_info *fi)
     json_object_set_new(o, "bytes", json_integer((json_int_t)fi->received));
     json_object_set_new(o, "total", fi->has_total ? json_integer((json_int_t)fi->total) : json_null());
     json_object_set_new(o, "readers", json_integer(fi->readers));
+    if (fi->status)
+        json_object_set_new(o, "status", json_integer(fi->status));
+    if (fi->n_redirects > 1) {      /* the URLs it was sent to, in order */
+        json_t *hops = json_array();
+        for (unsigned i = 0; i < fi->n_redirects; i++)
+            json_array_append_new(hops, json_string(fi->redirects[i]));
+        json_object_set_new(o, "redirects", hops);
+    }
     json_array_append_new(ctx, o);
 }
 

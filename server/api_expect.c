@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cache/catalog.h"
 #include "cache/digest.h"
 #include "cache/index.h"
 #include "cache/route.h"
@@ -49,8 +50,10 @@ static void expect_finish(struct admin_job *j)
 {
     struct expect_job *x = (struct expect_job *)j;
     char text[64];
-    if (x->rc == 0)
+    if (x->rc == 0) {
+        catalog_expect_all(j->e->catalog, x->items, x->n);
         j->e->stats.expectations_registered += x->n;
+    }
     if (!j->req)
         return;
     if (x->rc != 0) {

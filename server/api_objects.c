@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cache/catalog.h"
 #include "cache/digest.h"
 #include "cache/index.h"
 #include "cache/stats.h"
@@ -92,8 +93,7 @@ static void purge_finish(struct admin_job *j)
     struct stats *st = &j->e->stats;
     char text[200];
     if (x->found == 1) {
-        st->objects -= st->objects ? 1 : 0;
-        st->stored_bytes -= x->size < st->stored_bytes ? x->size : st->stored_bytes;
+        catalog_blob_removed(j->e->catalog, x->sha256);     /* counts objects and bytes */
         st->purged_objects++;
         log_msg(&j->e->log, LOG_INFO, "admin", "purged blob %s (%llu bytes)", x->sha256,
                 (unsigned long long)x->size);

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cache/catalog.h"
 #include "cache/index.h"
 #include "cache/manifest.h"
 #include "cache/prefetch.h"
@@ -124,6 +125,7 @@ static void detached_after(uv_work_t *w, int status)
     char id[300];
     (void)status;
     if (d->rc == 0) {
+        catalog_expect_all(d->e->catalog, d->exp, d->n_exp);
         d->e->stats.expectations_registered += d->n_exp;
         log_msg(&d->e->log, LOG_INFO, "manifest", "%s: detached manifest lists %zu files, "
                 "%zu with a digest", d->deployment_id, d->n_files, d->n_exp);
@@ -261,6 +263,7 @@ static void rewrite_finish(struct admin_job *j)
             admin_answer(j->req, 500, "text/plain", "the index refused the expectations (see the log)\n");
         return;
     }
+    catalog_expect_all(j->e->catalog, x->exp, x->n_exp);
     j->e->stats.expectations_registered += x->n_exp;
     start_fetches(x);
     forward_to_parent(j->e, x->prefetch ? "/api/v1/rewrite?prefetch=1" : "/api/v1/rewrite",

@@ -21,6 +21,7 @@
 #include "server/mhd_uv.h"
 
 struct index;
+struct catalog;
 struct fills;
 struct upstream;
 struct prefetch;
@@ -35,6 +36,7 @@ struct edge {
     uv_loop_t *loop;
     struct store store;
     struct index *index;        /* owned */
+    struct catalog *catalog;    /* owned: what the store holds, in memory */
     struct upstream *upstream;  /* owned */
     struct fills *fills;        /* owned */
     struct prefetch *prefetch;  /* owned */

@@ -3,14 +3,20 @@
  *
  * Each request is a struct http_req, created when MHD has parsed the request
  * line (we keep the raw request-target: the cache key is made from it, not
- * from MHD's decoded path) and freed when MHD reports it complete. A request
- * is answered in one of three ways:
- *   hit    the key is in the index and its blob opens: sendfile from the blob
- *   fill   a fill for the key runs (collapsed) or is started (miss); the
- *          request waits, suspended, for the upstream's headers, then is
- *          answered by a struct http_stream that reads the fill's temp file
- *          as bytes arrive, suspending whenever it has caught up
- *   error  4xx/5xx with a one-line text body naming what to change
+ * from MHD's decoded path) and freed when MHD reports it complete. cache/
+ * decides how it is answered (cache/lookup.h); this file renders that:
+ *   stored  sendfile from the blob, with the stored response's fields
+ *   fill    wait, suspended, for the fill's answer, then stream it from the
+ *           fill's temp file as bytes arrive (struct http_stream),
+ *           suspending whenever it has caught up
+ *   refuse  4xx/5xx with a one-line text body naming what to change
+ * Methods other than GET and HEAD are relayed (server/relay.c).
+ *
+ * What an answer carries: the stored (or received) end-to-end fields of the
+ * origin's answer in their order, then edgecache's own, which replace any
+ * the origin sent: Accept-Ranges, ETag (the SHA-256, when the origin gave
+ * none), Repr-Digest, Age, Via, Cache-Status (RFC 9211: on an answer
+ * streamed from upstream, ours follows the upstream's).
  *
  * Suspension: a suspended connection is on exactly one fill's wait list, and
  * only the fill's wake resumes it. Nothing polls.
@@ -25,21 +31,21 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cache/catalog.h"
 #include "cache/digest.h"
 #include "cache/fill.h"
+#include "cache/hdrs.h"
+#include "cache/http_range.h"
 #include "cache/index.h"
 #include "cache/lookup.h"
 #include "cache/route.h"
 #include "server/edge.h"
-#include "cache/http_range.h"
 #include "server/relay.h"
 #include "version.h"
 
 #define REQ_MAGIC 0x52657121u
 #define STREAM_MAGIC 0x53747221u
 #define STREAM_BLOCK (64 * 1024)
-
-enum join_kind { JOIN_MISS, JOIN_COLLAPSED };
 
 struct http_req {
     unsigned magic;
@@ -48,16 +54,13 @@ struct http_req {
     char *target;                   /* raw request-target */
     struct route_target rt;
     int routed;
-    struct fill *fill;              /* while waiting for the fill's headers */
-    struct fill_waiter waiter;
-    enum join_kind kind;
+    struct hdr_source fields;       /* the request's fields, read from MHD */
+    struct lookup_answer a;         /* how it is answered */
+    int answering;                  /* a is set */
+    struct fill_waiter waiter;      /* while waiting for a.fill's answer */
     struct relay *relay;            /* a method other than GET/HEAD being relayed */
     unsigned refuse_status;         /* decided when the request came; answered after its body */
     char *refuse_reason;
-    struct lookup_result stale;     /* a stored response being revalidated */
-    int has_stale;
-    struct index_expected expect;   /* the key's expectation, when has_expect */
-    int has_expect;
     int is_head;
     int headers_seen;               /* the access handler was called once */
     uint64_t cache_bytes;           /* body bytes of a sendfile answer */
@@ -75,30 +78,74 @@ struct http_stream {
     uint64_t len;                   /* UINT64_MAX: unknown (chunked) */
 };
 
-/* What every answer about a representation carries. */
+/* What an answer about a representation is made of. */
 struct repr {
+    long status;
+    const struct hdrs *hdrs;        /* the origin's fields (stored or received) */
+    int initiator;                  /* the request that fetched it: all of them */
+    const char *drop_fields;        /* else: these are not passed (may be NULL) */
     uint64_t size;
-    const char *content_type;
+    const char *etag;               /* the origin's, or NULL */
     int64_t last_modified;
     const char *sha256_hex;         /* NULL when not known yet */
-    const char *cache_status;
     int64_t age;
-    const char *cache_control;      /* the origin's, passed on; may be NULL */
+    const char *upstream_cs;        /* the upstream's Cache-Status, extended; or NULL */
+    char cache_status[160];
 };
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version,
                                   const char *upload, size_t *upload_size, void **req_cls);
-static enum MHD_Result serve_from_fill(struct http_req *r);
-static enum MHD_Result serve(struct http_req *r);
-static enum MHD_Result start_fill(struct http_req *r);
+static enum MHD_Result answer(struct http_req *r);
 
-/* ---- small helpers ---------------------------------------------------------- */
+/* ---- the request's fields --------------------------------------------------- */
 
 static const char *header(struct MHD_Connection *c, const char *name)
 {
     return MHD_lookup_connection_value(c, MHD_HEADER_KIND, name);
 }
+
+static const char *fields_get(void *ctx, const char *name)
+{
+    return header(ctx, name);
+}
+
+struct each_ctx {
+    int (*cb)(void *, const char *, const char *);
+    void *arg;
+};
+
+static enum MHD_Result each_field(void *cls, enum MHD_ValueKind kind, const char *name,
+                                  const char *value)
+{
+    struct each_ctx *c = cls;
+    (void)kind;
+    return c->cb(c->arg, name, value ? value : "") ? MHD_NO : MHD_YES;
+}
+
+static void fields_each(void *ctx, int (*cb)(void *, const char *, const char *), void *arg)
+{
+    struct each_ctx c = {cb, arg};
+    MHD_get_connection_values(ctx, MHD_HEADER_KIND, each_field, &c);
+}
+
+static struct lookup_env lookup_env_of(struct edge *e)
+{
+    return (struct lookup_env){
+        .cfg = e->cfg, .log = &e->log, .store = &e->store, .catalog = e->catalog,
+        .fills = e->fills, .stats = &e->stats,
+    };
+}
+
+static struct lookup_request lookup_req_of(struct http_req *r)
+{
+    return (struct lookup_request){
+        .key = r->rt.key, .origin_url = r->rt.origin_url, .req = &r->fields,
+        .now = (int64_t)time(NULL),
+    };
+}
+
+/* ---- small answers ----------------------------------------------------------- */
 
 static enum MHD_Result respond_text(struct http_req *r, unsigned status, const char *text)
 {
@@ -117,27 +164,77 @@ static enum MHD_Result respond_text(struct http_req *r, unsigned status, const c
     MHD_destroy_response(resp);
     if (status >= 400)
         r->e->stats.req_error++;
-    log_msg(&r->e->log, status >= 500 ? LOG_WARN : LOG_INFO, "http", "%u %s: %s", status,
+    log_msg(&r->e->log, status >= 500 ? LOG_WARN : LOG_INFO, "http", "%u %.300s: %s", status,
             r->target ? r->target : "-", text);
     return ret;
 }
 
-static void add_repr_headers(struct MHD_Response *resp, const struct repr *rp)
+/* ---- the fields of an answer ------------------------------------------------------ */
+
+/* Fields edgecache writes itself (or MHD does): never replayed. */
+static int own_field(const char *name)
 {
-    char buf[128];
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_ACCEPT_RANGES, "bytes");
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
-                            rp->content_type ? rp->content_type : "application/octet-stream");
-    if (rp->last_modified > 0) {
-        http_date_format((time_t)rp->last_modified, buf, sizeof buf);
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_LAST_MODIFIED, buf);
+    static const char *const own[] = {
+        "age", "cache-status", "repr-digest", "content-length", "accept-ranges",
+        "content-range", "via", "transfer-encoding", "connection", "keep-alive",
+    };
+    for (size_t i = 0; i < sizeof own / sizeof own[0]; i++)
+        if (strcasecmp(name, own[i]) == 0)
+            return 1;
+    return 0;
+}
+
+/* Fields only the request that fetched an answer is given. */
+static int first_request_only(const struct repr *rp, const char *name)
+{
+    if (rp->initiator)
+        return 0;
+    return strcasecmp(name, "Set-Cookie") == 0 || strcasecmp(name, "Set-Cookie2") == 0
+           || (rp->drop_fields && hdrs_list_has(rp->drop_fields, name));
+}
+
+/* A 304 carries only these of the representation's fields (RFC 9110 §15.4.5). */
+static int kept_on_304(const char *name)
+{
+    static const char *const keep[] = {
+        "cache-control", "content-location", "date", "etag", "expires", "vary",
+        "last-modified",
+    };
+    for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++)
+        if (strcasecmp(name, keep[i]) == 0)
+            return 1;
+    return 0;
+}
+
+static void add_fields(struct edge *e, struct MHD_Response *resp, unsigned status,
+                       const struct repr *rp)
+{
+    char buf[1200], via[600];
+    via[0] = '\0';
+    for (unsigned i = 0; rp->hdrs && i < rp->hdrs->n; i++) {
+        const char *name = hdrs_name(rp->hdrs, i), *value = hdrs_value(rp->hdrs, i);
+        if (strcasecmp(name, "Via") == 0) {
+            size_t n = strlen(via);
+            snprintf(via + n, sizeof via - n, "%s%s", n ? ", " : "", value);
+            continue;
+        }
+        if (own_field(name) || first_request_only(rp, name))
+            continue;
+        if (status == MHD_HTTP_NOT_MODIFIED && !kept_on_304(name))
+            continue;
+        MHD_add_response_header(resp, name, value);
     }
+    if (rp->status == 200 && status != MHD_HTTP_NOT_MODIFIED)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_ACCEPT_RANGES, "bytes");
     if (rp->sha256_hex) {
         unsigned char bin[DIGEST_SHA256_LEN];
         char b64[DIGEST_SHA256_B64];
-        snprintf(buf, sizeof buf, "\"%s\"", rp->sha256_hex);
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, buf);
-        if (digest_from_hex(rp->sha256_hex, bin, sizeof bin) == 0) {
+        if (!rp->etag) {
+            snprintf(buf, sizeof buf, "\"%s\"", rp->sha256_hex);
+            MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, buf);
+        }
+        if (status != MHD_HTTP_NOT_MODIFIED
+            && digest_from_hex(rp->sha256_hex, bin, sizeof bin) == 0) {
             digest_base64(bin, sizeof bin, b64);
             snprintf(buf, sizeof buf, "sha-256=:%s:", b64);
             MHD_add_response_header(resp, "Repr-Digest", buf);
@@ -145,9 +242,15 @@ static void add_repr_headers(struct MHD_Response *resp, const struct repr *rp)
     }
     snprintf(buf, sizeof buf, "%lld", (long long)(rp->age > 0 ? rp->age : 0));
     MHD_add_response_header(resp, MHD_HTTP_HEADER_AGE, buf);
-    MHD_add_response_header(resp, "Cache-Status", rp->cache_status);
-    if (rp->cache_control)          /* what the origin says holds for caches below us too */
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, rp->cache_control);
+    snprintf(buf, sizeof buf, "%s%s1.1 %s (edgecache/%s)", via, via[0] ? ", " : "",
+             e->cfg->node_id, EDGECACHE_VERSION);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_VIA, buf);
+    if (rp->upstream_cs) {
+        snprintf(buf, sizeof buf, "%s, %s", rp->upstream_cs, rp->cache_status);
+        MHD_add_response_header(resp, "Cache-Status", buf);
+    } else {
+        MHD_add_response_header(resp, "Cache-Status", rp->cache_status);
+    }
 }
 
 static enum MHD_Result queue(struct http_req *r, unsigned status, struct MHD_Response *resp,
@@ -155,43 +258,49 @@ static enum MHD_Result queue(struct http_req *r, unsigned status, struct MHD_Res
 {
     if (!resp)
         return respond_text(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
-    add_repr_headers(resp, rp);
+    add_fields(r->e, resp, status, rp);
     enum MHD_Result ret = MHD_queue_response(r->conn, status, resp);
     MHD_destroy_response(resp);
     return ret;
 }
 
-static char *etag_of(const char *sha256_hex, char *buf, size_t len)
-{
-    if (!sha256_hex)
-        return NULL;
-    snprintf(buf, len, "\"%s\"", sha256_hex);
-    return buf;
-}
+/* ---- validators and ranges (a 200's) --------------------------------------------- */
 
-/* 304 when the client's validators say it has this representation. */
+/* 304 when the client's validators say it has this representation: its
+ * If-None-Match may name the origin's ETag or ours (the SHA-256). */
 static int not_modified(struct http_req *r, const struct repr *rp)
 {
-    char etag[80];
+    char mine[80];
     const char *inm = header(r->conn, MHD_HTTP_HEADER_IF_NONE_MATCH);
-    if (inm)
-        return rp->sha256_hex && http_if_none_match(inm, etag_of(rp->sha256_hex, etag, sizeof etag));
+    if (rp->status != 200)
+        return 0;
+    if (inm) {
+        if (rp->etag && http_if_none_match(inm, rp->etag))
+            return 1;
+        if (!rp->sha256_hex)
+            return 0;
+        snprintf(mine, sizeof mine, "\"%s\"", rp->sha256_hex);
+        return http_if_none_match(inm, mine);
+    }
     return http_not_modified_since(header(r->conn, MHD_HTTP_HEADER_IF_MODIFIED_SINCE),
                                    (time_t)rp->last_modified);
 }
 
-/* The byte window to send, or 416. Honours If-Range. */
+/* The byte window to send, or 416. Honours If-Range (the origin's strong
+ * ETag, ours, or the Last-Modified date). */
 static enum http_range_result choose_range(struct http_req *r, const struct repr *rp,
                                            struct http_range *range)
 {
-    char etag[80];
+    char mine[80];
     const char *h = header(r->conn, MHD_HTTP_HEADER_RANGE);
     const char *if_range = header(r->conn, MHD_HTTP_HEADER_IF_RANGE);
-    if (!h)
+    if (!h || rp->status != 200)
         return HTTP_RANGE_NONE;
     if (if_range) {
-        const char *cur = rp->sha256_hex ? etag_of(rp->sha256_hex, etag, sizeof etag) : "";
-        if (!http_if_range(if_range, cur, (time_t)rp->last_modified))
+        snprintf(mine, sizeof mine, "\"%s\"", rp->sha256_hex ? rp->sha256_hex : "");
+        int ok = (rp->etag && http_if_range(if_range, rp->etag, (time_t)rp->last_modified))
+                 || (rp->sha256_hex && http_if_range(if_range, mine, (time_t)rp->last_modified));
+        if (!ok)
             return HTTP_RANGE_NONE;
     }
     return http_range_parse(h, rp->size, range);
@@ -224,67 +333,62 @@ static void add_content_range(struct MHD_Response *resp, const struct http_range
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_RANGE, buf);
 }
 
-/*
- * A complete representation readable from fd (a blob, or a finished fill):
- * validators, range, then sendfile. Takes ownership of fd.
- */
-static enum MHD_Result answer_from_fd(struct http_req *r, int fd, const struct repr *rp,
-                                      uint64_t *bytes_counter)
+/* ---- stored answers ------------------------------------------------------------ */
+
+static void cache_status(struct repr *rp, const char *fmt, const char *detail)
 {
+    snprintf(rp->cache_status, sizeof rp->cache_status, fmt, detail ? detail : "");
+}
+
+/* A stored response (a hit, a hit by hash, a revalidated or stale one):
+ * validators, range, then sendfile from its blob. */
+static enum MHD_Result answer_stored(struct http_req *r, const char *status_text)
+{
+    struct edge *e = r->e;
+    struct lookup_answer *a = &r->a;
+    const struct cat_resp *cr = a->resp;
+    int64_t now = (int64_t)time(NULL);
+    struct repr rp = {
+        .status = cr->status, .hdrs = &cr->hdrs, .initiator = 0, .size = a->size,
+        .etag = cr->etag, .last_modified = cr->last_modified, .sha256_hex = cr->sha256,
+        .age = lookup_age(cr, now),
+    };
+    cache_status(&rp, "%s", status_text);
+    index_touch(e->index, cr->sha256, now);
+    e->stats.req_hit++;
+    if (a->by_hash)
+        e->stats.hits_by_hash++;
+    if (not_modified(r, &rp))
+        return respond_304(r, &rp);
     struct http_range range;
-    if (not_modified(r, rp)) {
-        close(fd);
-        return respond_304(r, rp);
-    }
-    enum http_range_result rr = choose_range(r, rp, &range);
-    if (rr == HTTP_RANGE_UNSATISFIABLE) {
-        close(fd);
-        return respond_416(r, rp);
-    }
+    enum http_range_result rr = choose_range(r, &rp, &range);
+    if (rr == HTTP_RANGE_UNSATISFIABLE)
+        return respond_416(r, &rp);
     uint64_t first = rr == HTTP_RANGE_OK ? range.first : 0;
-    uint64_t len = rr == HTTP_RANGE_OK ? range.last - range.first + 1 : rp->size;
+    uint64_t len = rr == HTTP_RANGE_OK ? range.last - range.first + 1 : rp.size;
+    int fd = a->fd;
+    a->fd = -1;                     /* the response owns it now */
     struct MHD_Response *resp = MHD_create_response_from_fd_at_offset64(len, fd, first);
     if (!resp) {
         close(fd);
         return respond_text(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot create a response");
     }
     if (rr == HTTP_RANGE_OK)
-        add_content_range(resp, &range, rp->size);
+        add_content_range(resp, &range, rp.size);
     r->cache_bytes = r->is_head ? 0 : len;
-    r->cache_bytes_counter = bytes_counter;
-    return queue(r, rr == HTTP_RANGE_OK ? MHD_HTTP_PARTIAL_CONTENT : MHD_HTTP_OK, resp, rp);
+    r->cache_bytes_counter = &e->stats.bytes_sent_cache;
+    unsigned st = rr == HTTP_RANGE_OK ? MHD_HTTP_PARTIAL_CONTENT : (unsigned)cr->status;
+    return queue(r, st, resp, &rp);
 }
 
-/* ---- hits --------------------------------------------------------------------- */
-
-/* A hit (or a hit by hash): validators, range, then sendfile from the blob. */
-static enum MHD_Result serve_stored(struct http_req *r, struct lookup_result *lk,
-                                    const char *cache_status)
+static const char *stored_status(const struct lookup_answer *a)
 {
-    struct edge *e = r->e;
-    int64_t now = (int64_t)time(NULL);
-    int by_hash = lk->kind == LOOKUP_BY_HASH;
-    const char *sha = by_hash ? lk->expected.sha256 : lk->entry.sha256;
-    struct repr rp = {
-        .size = lk->size,
-        .content_type = by_hash ? NULL : lk->entry.content_type,
-        .last_modified = by_hash ? 0 : lk->entry.last_modified,
-        .sha256_hex = sha,
-        .cache_status = cache_status ? cache_status
-                        : by_hash ? "edgecache; hit; detail=by-hash" : "edgecache; hit",
-        .age = by_hash ? 0 : now - lk->entry.stored_at,
-        .cache_control = by_hash ? NULL : lk->entry.cache_control,
-    };
-    index_touch(e->index, sha, now);
-    e->stats.req_hit++;
-    if (by_hash)
-        e->stats.hits_by_hash++;
-    int fd = lk->fd;
-    lk->fd = -1;                    /* answer_from_fd owns it now */
-    return answer_from_fd(r, fd, &rp, &e->stats.bytes_sent_cache);
+    if (a->stale)
+        return "edgecache; fwd=stale; detail=stale-if-error";
+    return a->by_hash ? "edgecache; hit; detail=by-hash" : "edgecache; hit";
 }
 
-/* ---- fills: joining, waiting, streaming ----------------------------------------- */
+/* ---- answers from a fill ---------------------------------------------------------- */
 
 static void req_wake(struct fill_waiter *w)
 {
@@ -347,54 +451,52 @@ static void stream_free(void *cls)
  * stopping, nothing would wake it: the answer is a 503 instead. */
 static enum MHD_Result wait_for_fill(struct http_req *r)
 {
-    if (r->e->stopping) {
-        fill_unref(&r->fill, &r->waiter);
+    if (r->e->stopping)
         return respond_text(r, MHD_HTTP_SERVICE_UNAVAILABLE, "edgecache is shutting down");
-    }
     mhduv_suspend(&r->e->data_uv, r->conn);
-    fill_wait(r->fill, &r->waiter);
+    fill_wait(r->a.fill, &r->waiter);
     return MHD_YES;
 }
 
-static const char *join_status(const struct http_req *r)
+static void fill_cache_status(const struct http_req *r, const struct fill_info *fi,
+                              struct repr *rp)
 {
-    return r->kind == JOIN_MISS ? "edgecache; fwd=miss; stored" : "edgecache; fwd=miss; collapsed";
+    const struct lookup_answer *a = &r->a;
+    char st[16];
+    snprintf(st, sizeof st, "%ld", fi->status);
+    if (a->backup)
+        snprintf(rp->cache_status, sizeof rp->cache_status, "edgecache; fwd=stale; "
+                 "fwd-status=%s%s", st, fi->storable ? "; stored" : "; detail=not-stored");
+    else if (!a->started)
+        snprintf(rp->cache_status, sizeof rp->cache_status, "edgecache; fwd=%s; collapsed%s",
+                 a->vary_miss ? "vary-miss" : "miss", fi->storable ? "" : "; detail=not-stored");
+    else
+        snprintf(rp->cache_status, sizeof rp->cache_status, "edgecache; fwd=%s%s",
+                 a->vary_miss ? "vary-miss" : "miss",
+                 fi->storable ? "; stored" : "; detail=not-stored");
 }
 
-static enum MHD_Result answer_pass(struct http_req *r, const struct fill_info *fi)
-{
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer(fi->pass_len, (void *)fi->pass_body, MHD_RESPMEM_MUST_COPY);
-    if (!resp)
-        return MHD_NO;
-    if (fi->content_type)
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, fi->content_type);
-    MHD_add_response_header(resp, "Cache-Status", "edgecache; fwd=miss; detail=not-stored");
-    r->e->stats.req_pass++;
-    enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)fi->status, resp);
-    MHD_destroy_response(resp);
-    return ret;
-}
-
-/* The fill has its 2xx headers: answer from its bytes as they come. */
+/* The fill has its answer's headers: answer from its bytes as they come. */
 static enum MHD_Result answer_streaming(struct http_req *r, const struct fill_info *fi)
 {
+    struct edge *e = r->e;
     struct repr rp = {
-        .size = fi->total,
-        .content_type = fi->content_type,
-        .last_modified = fi->last_modified,
-        .sha256_hex = fi->sha256_hex,
-        .cache_status = join_status(r),
-        .cache_control = fi->cache_control,
+        .status = fi->status, .hdrs = fi->hdrs, .initiator = r->a.started,
+        .drop_fields = fi->drop_fields, .size = fi->total, .etag = fi->etag,
+        .last_modified = fi->last_modified, .sha256_hex = fi->sha256_hex,
+        .age = fi->initial_age, .upstream_cs = fi->upstream_cache_status,
     };
+    fill_cache_status(r, fi, &rp);
     struct http_range range;
-    if (!fi->has_total && header(r->conn, MHD_HTTP_HEADER_RANGE) && fi->state != FILL_DONE) {
+    if (!fi->has_total && fi->status == 200 && header(r->conn, MHD_HTTP_HEADER_RANGE)
+        && fi->state != FILL_DONE)
         return wait_for_fill(r);    /* a range of an unknown length: wait for the end */
-    }
-    if (r->kind == JOIN_MISS)       /* counted by how it is answered: from the fill */
-        r->e->stats.req_miss++;
+    if (!fi->storable)
+        e->stats.req_pass++;
+    else if (r->a.started)
+        e->stats.req_miss++;
     else
-        r->e->stats.req_collapsed++;
+        e->stats.req_collapsed++;
     if (fi->has_total && not_modified(r, &rp))
         return respond_304(r, &rp);
     enum http_range_result rr = fi->has_total ? choose_range(r, &rp, &range) : HTTP_RANGE_NONE;
@@ -404,15 +506,15 @@ static enum MHD_Result answer_streaming(struct http_req *r, const struct fill_in
     if (!s)
         return respond_text(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
     s->magic = STREAM_MAGIC;
-    s->e = r->e;
+    s->e = e;
     s->conn = r->conn;
     s->waiter.wake = stream_wake;
     s->first = rr == HTTP_RANGE_OK ? range.first : 0;
     s->len = rr == HTTP_RANGE_OK ? range.last - range.first + 1
              : fi->has_total     ? fi->total
                                  : UINT64_MAX;
-    s->fill = r->fill;              /* the request's reference moves to the stream */
-    r->fill = NULL;
+    s->fill = r->a.fill;            /* the request's reference moves to the stream */
+    r->a.fill = NULL;
     struct MHD_Response *resp = MHD_create_response_from_callback(
         s->len == UINT64_MAX ? MHD_SIZE_UNKNOWN : s->len, STREAM_BLOCK, stream_read, s, stream_free);
     if (!resp) {
@@ -421,153 +523,59 @@ static enum MHD_Result answer_streaming(struct http_req *r, const struct fill_in
     }
     if (rr == HTTP_RANGE_OK)
         add_content_range(resp, &range, fi->total);
-    return queue(r, rr == HTTP_RANGE_OK ? MHD_HTTP_PARTIAL_CONTENT : MHD_HTTP_OK, resp, &rp);
+    unsigned st = rr == HTTP_RANGE_OK ? MHD_HTTP_PARTIAL_CONTENT : (unsigned)fi->status;
+    return queue(r, st, resp, &rp);
 }
 
-/* ---- freshness: fresh hits, revalidation, stale-if-error ------------------------- */
-
-static int is_fresh(const struct index_entry *ent, int64_t now)
+/* A request whose fill moved on (or that just joined one). */
+static enum MHD_Result answer_from_fill(struct http_req *r)
 {
-    return ent->fresh_until == INT64_MAX || now < ent->fresh_until;
-}
-
-/* The stale response kept while its revalidation runs may stand in for an
- * upstream that failed: within stale_if_error (the config's bound, or the
- * response's own when shorter). */
-static int stale_usable(const struct http_req *r, int64_t now)
-{
-    if (!r->has_stale)
-        return 0;
-    const struct index_entry *ent = &r->stale.entry;
-    int64_t bound = (int64_t)(r->e->cfg->stale_if_error_ms / 1000);
-    if (ent->stale_if_error >= 0 && ent->stale_if_error < bound)
-        bound = ent->stale_if_error;
-    return now - ent->fresh_until < bound;
-}
-
-static enum MHD_Result serve_stale(struct http_req *r, const char *cache_status)
-{
-    r->e->stats.stale_served++;
-    log_msg(&r->e->log, LOG_INFO, "http", "%s: the upstream failed; served stale", r->rt.key);
-    return serve_stored(r, &r->stale, cache_status);
-}
-
-/* The fill got a 304: the stored response it asked about is good. A
- * request that kept the same stored copy serves its own; another opens the
- * fill's. When that blob is gone (evicted, purged), the fill cannot serve
- * this request: it leaves the table and a full fill starts. */
-static enum MHD_Result serve_revalidated(struct http_req *r, const struct fill_info *fi)
-{
-    const char *status = "edgecache; fwd=stale; fwd-status=304";
-    const struct index_entry *ent = fi->stale;
-    if (r->has_stale && strcmp(r->stale.entry.sha256, ent->sha256) == 0)
-        return serve_stored(r, &r->stale, status);
-    struct lookup_result lk = {.kind = LOOKUP_HIT, .fd = -1};
-    lk.fd = store_blob_open(&r->e->store, ent->sha256, &lk.size);
-    if (lk.fd >= 0 && lk.size == ent->size && index_entry_copy(&lk.entry, ent) == 0) {
-        enum MHD_Result ret = serve_stored(r, &lk, status);
-        lookup_result_free(&lk);
-        return ret;
-    }
-    if (lk.fd >= 0)
-        close(lk.fd);
-    log_msg(&r->e->log, LOG_INFO, "http", "%s: the revalidated copy (blob %s) is gone: "
-            "fetching it whole", r->rt.key, ent->sha256);
-    fill_detach(r->fill);
-    fill_unref(&r->fill, &r->waiter);
-    if (r->has_stale) {
-        lookup_result_free(&r->stale);
-        r->has_stale = 0;
-    }
-    return start_fill(r);
-}
-
-static enum MHD_Result serve_from_fill(struct http_req *r)
-{
+    struct lookup_env env = lookup_env_of(r->e);
+    struct lookup_request lq = lookup_req_of(r);
     struct fill_info fi;
-    fill_info(r->fill, &fi);
-    enum MHD_Result ret;
-    int64_t now = (int64_t)time(NULL);
+    if (!lookup_fill_moved(&env, &lq, &r->a))
+        return answer(r);           /* a new decision */
+    fill_info(r->a.fill, &fi);
     switch (fi.state) {
     case FILL_CONNECTING:
         return wait_for_fill(r);
     case FILL_REVALIDATED:
-        return serve_revalidated(r, &fi);
+        if (lookup_use(&env, fi.fresh, &r->a) == 0)
+            return answer_stored(r, "edgecache; fwd=stale; fwd-status=304");
+        lookup_answer_free(&r->a);  /* the revalidated copy is gone: decide again */
+        lookup_request(&env, &lq, &r->a);
+        return answer(r);
     case FILL_FAILED:
-        if (stale_usable(r, now))
-            ret = serve_stale(r, "edgecache; fwd=stale; detail=stale-if-error");
-        else
-            ret = respond_text(r, fi.error_status ? (unsigned)fi.error_status : 502, fi.error);
-        break;
-    case FILL_PASS:
-        if (fi.status >= 500 && stale_usable(r, now))
-            ret = serve_stale(r, "edgecache; fwd=stale; detail=stale-if-error");
-        else
-            ret = answer_pass(r, &fi);
-        break;
+        if (lookup_fall_back(&env, &r->a, lq.now))
+            return answer_stored(r, stored_status(&r->a));
+        return respond_text(r, fi.error_status ? (unsigned)fi.error_status : 502, fi.error);
     default:
-        ret = answer_streaming(r, &fi);
-        break;
+        if (fi.status >= 500 && lookup_fall_back(&env, &r->a, lq.now))
+            return answer_stored(r, stored_status(&r->a));
+        return answer_streaming(r, &fi);
     }
-    fill_unref(&r->fill, &r->waiter);
-    return ret;
 }
 
-/* A new fill for the request's key (there is none in the table). */
-static enum MHD_Result start_fill(struct http_req *r)
+/* Renders the request's lookup answer. */
+static enum MHD_Result answer(struct http_req *r)
 {
-    char reason[512];
-    int status;
-    struct fill_request rq = {
-        .key = r->rt.key, .origin_url = r->rt.origin_url,
-        .expect = r->has_expect ? &r->expect : NULL,
-        .via = header(r->conn, MHD_HTTP_HEADER_VIA),
-        .stale = r->has_stale ? &r->stale.entry : NULL,
-    };
-    r->fill = fills_start(r->e->fills, &rq, &status, reason, sizeof reason);
-    if (!r->fill && stale_usable(r, (int64_t)time(NULL)))
-        return serve_stale(r, "edgecache; fwd=stale; detail=stale-if-error");
-    if (!r->fill)
-        return respond_text(r, (unsigned)status, reason);
-    r->kind = JOIN_MISS;
-    return serve_from_fill(r);
+    switch (r->a.verdict) {
+    case LOOKUP_STORED:
+        return answer_stored(r, stored_status(&r->a));
+    case LOOKUP_FILL:
+        return answer_from_fill(r);
+    default:
+        return respond_text(r, r->a.status ? r->a.status : 502, r->a.reason);
+    }
 }
 
 static enum MHD_Result serve(struct http_req *r)
 {
-    struct edge *e = r->e;
-    enum MHD_Result ret;
-    struct lookup_result lk;
-    struct lookup_env env = {e->loop, &e->store, e->index, &e->log};
-    lookup_key(&env, r->rt.key, r->rt.origin_url, &lk);
-    if (lk.kind == LOOKUP_BY_HASH
-        || (lk.kind == LOOKUP_HIT && is_fresh(&lk.entry, (int64_t)time(NULL)))) {
-        ret = serve_stored(r, &lk, NULL);
-        lookup_result_free(&lk);
-        return ret;
-    }
-    r->has_expect = lk.has_expectation;
-    r->expect = lk.expected;
-    if (lk.kind == LOOKUP_HIT) {    /* stale: kept while it is revalidated */
-        r->stale = lk;
-        r->has_stale = 1;
-        lk.kind = LOOKUP_MISS;
-        lk.fd = -1;
-    }
-    r->fill = fills_find(e->fills, r->rt.key);
-    if (r->fill && !r->has_stale) {
-        struct fill_info fi;
-        fill_info(r->fill, &fi);
-        if (fi.revalidating) {      /* it can only confirm a copy this request cannot use */
-            fill_detach(r->fill);
-            r->fill = NULL;
-        }
-    }
-    if (!r->fill)
-        return start_fill(r);
-    fill_ref(r->fill);
-    r->kind = JOIN_COLLAPSED;
-    return serve_from_fill(r);
+    struct lookup_env env = lookup_env_of(r->e);
+    struct lookup_request lq = lookup_req_of(r);
+    lookup_request(&env, &lq, &r->a);
+    r->answering = 1;
+    return answer(r);
 }
 
 /* True when a Via field names node_id as a recipient ("1.1 node_id ..."). */
@@ -594,6 +602,12 @@ static int via_holds(const char *via, const char *node_id)
 static unsigned decide(struct http_req *r, const char *method, char *reason, size_t len)
 {
     int get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+    if (strcmp(method, "CONNECT") == 0) {
+        snprintf(reason, len, "edgecache is not a tunnel: it serves and caches only what it can "
+                 "see, so CONNECT is refused; ask for http:// URLs (forward proxy), or use a "
+                 "route or the Delivery Optimization shape for https origins");
+        return MHD_HTTP_METHOD_NOT_ALLOWED;
+    }
     if (via_holds(header(r->conn, MHD_HTTP_HEADER_VIA), r->e->cfg->node_id)) {
         r->e->stats.loops_refused++;
         snprintf(reason, len, "loop: this request already passed through %s (Via); "
@@ -632,8 +646,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     (void)cls, (void)url, (void)version, (void)conn;
     if (!r || r->magic != REQ_MAGIC)
         return MHD_NO;
-    if (r->fill)                    /* resumed: the fill moved on */
-        return serve_from_fill(r);
+    if (r->answering && r->a.fill)     /* resumed: the fill moved on */
+        return answer_from_fill(r);
     if (r->relay)
         return relay_continue(r->relay, upload, upload_size);
     if (!r->headers_seen) {
@@ -671,6 +685,8 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     r->conn = conn;
     r->target = strdup(uri);
     r->waiter.wake = req_wake;
+    r->fields = (struct hdr_source){conn, fields_get, fields_each};
+    r->a.fd = r->a.backup_fd = -1;
     return r;
 }
 
@@ -684,9 +700,9 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     *req_cls = NULL;
     if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK && r->cache_bytes_counter)
         *r->cache_bytes_counter += r->cache_bytes;
-    fill_unref(&r->fill, &r->waiter);
-    if (r->has_stale)
-        lookup_result_free(&r->stale);
+    if (r->a.fill)
+        fill_unwait(r->a.fill, &r->waiter);
+    lookup_answer_free(&r->a);
     relay_release(&r->relay);
     free(r->refuse_reason);
     if (r->routed)

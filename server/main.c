@@ -13,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cache/catalog.h"
 #include "cache/evict.h"
 #include "cache/fill.h"
 #include "cache/index.h"
@@ -95,7 +96,10 @@ static int open_storage(struct edge *e, char *err, size_t errlen)
         snprintf(err, errlen, "cannot recover the store in %s", e->cfg->cache_dir);
         return -1;
     }
-    if (index_totals(e->index, &e->stats.objects, &e->stats.stored_bytes) != 0) {
+    struct catalog_env cenv = {
+        .loop = e->loop, .index = e->index, .log = &e->log, .stats = &e->stats,
+    };
+    if (catalog_open(&e->catalog, &cenv) != 0 || catalog_load(e->catalog) != 0) {
         snprintf(err, errlen, "cannot read the index %s", path);
         return -1;
     }
@@ -113,14 +117,14 @@ static int edge_start(struct edge *e, char *err, size_t errlen)
     }
     struct evict_env venv = {
         .loop = e->loop, .cfg = e->cfg, .log = &e->log, .store = &e->store,
-        .index = e->index, .stats = &e->stats,
+        .index = e->index, .catalog = e->catalog, .stats = &e->stats,
     };
     if (evict_open(&e->evictor, &venv, err, errlen) != 0)
         return -1;
     struct fills_env env = {
         .loop = e->loop, .cfg = e->cfg, .log = &e->log, .store = &e->store,
-        .index = e->index, .upstream = e->upstream, .stats = &e->stats,
-        .evictor = e->evictor,
+        .index = e->index, .catalog = e->catalog, .upstream = e->upstream,
+        .stats = &e->stats, .evictor = e->evictor,
     };
     if (fills_open(&e->fills, &env) != 0) {
         snprintf(err, errlen, "out of memory");
@@ -128,7 +132,7 @@ static int edge_start(struct edge *e, char *err, size_t errlen)
     }
     struct prefetch_env penv = {
         .loop = e->loop, .cfg = e->cfg, .log = &e->log, .store = &e->store,
-        .index = e->index, .fills = e->fills, .stats = &e->stats,
+        .index = e->index, .catalog = e->catalog, .fills = e->fills, .stats = &e->stats,
     };
     if (prefetch_open(&e->prefetch, &penv) != 0 || prefetch_restore(e->prefetch) != 0) {
         snprintf(err, errlen, "cannot restore the deployments kept in the index");
@@ -168,6 +172,7 @@ static void edge_teardown(struct edge *e)
     uv_run(e->loop, UV_RUN_DEFAULT);
     evict_close(&e->evictor);
     uv_run(e->loop, UV_RUN_DEFAULT);
+    catalog_close(&e->catalog);     /* writes what it still holds back */
     index_close(&e->index);
     store_close(&e->store);
 }

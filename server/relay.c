@@ -6,7 +6,8 @@
 #include <string.h>
 #include <strings.h>
 
-#include "cache/index.h"
+#include "cache/catalog.h"
+#include "cache/hdrs.h"
 #include "cache/route.h"
 #include "cache/upstream.h"
 #include "version.h"
@@ -22,6 +23,7 @@ struct relay {
     int refs;
     int suspended;                  /* we suspended conn */
     char *key;
+    char *origin_url;
     int unsafe;
     struct curl_slist *req_headers;
     struct relay *next, *prev;      /* the edge's relays */
@@ -33,7 +35,7 @@ struct relay {
     int read_paused;
 
     long status;                    /* upstream -> client */
-    struct curl_slist *resp_headers;    /* "Name: value" lines to pass on */
+    struct hdrs resp_headers;       /* the answer's end-to-end fields, passed on */
     int headers_done;
     curl_off_t length;              /* -1 unknown */
     char *down;
@@ -57,8 +59,9 @@ static void relay_unref(struct relay *r)
         r->next->prev = r->prev;
     curl_easy_cleanup(r->xfer.easy);
     curl_slist_free_all(r->req_headers);
-    curl_slist_free_all(r->resp_headers);
+    hdrs_free(&r->resp_headers);
     free(r->key);
+    free(r->origin_url);
     free(r->up);
     free(r->down);
     r->magic = 0;
@@ -104,41 +107,24 @@ static size_t on_read(char *buf, size_t size, size_t n, void *arg)
     return k;
 }
 
-static int hop_by_hop(const char *line, size_t len)
-{
-    static const char *const names[] = {
-        "connection:", "keep-alive:", "proxy-connection:", "transfer-encoding:", "te:",
-        "trailer:", "upgrade:", "content-length:", "proxy-authenticate:", "date:",
-    };
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-        if (len >= strlen(names[i]) && strncasecmp(line, names[i], strlen(names[i])) == 0)
-            return 1;
-    return 0;
-}
-
 static size_t on_header(char *buf, size_t size, size_t n, void *arg)
 {
     struct relay *r = arg;
     size_t len = size * n;
     if (len >= 5 && strncasecmp(buf, "HTTP/", 5) == 0) {
-        curl_slist_free_all(r->resp_headers);
-        r->resp_headers = NULL;
+        hdrs_clear(&r->resp_headers);
     } else if ((len == 2 && buf[0] == '\r') || (len == 1 && buf[0] == '\n')) {
         curl_easy_getinfo(r->xfer.easy, CURLINFO_RESPONSE_CODE, &r->status);
         if (r->status >= 200) {
             curl_easy_getinfo(r->xfer.easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &r->length);
+            hdrs_strip_hop_by_hop(&r->resp_headers);
             r->headers_done = 1;
             wake(r);
         }
-    } else if (!hop_by_hop(buf, len)) {
-        while (len && (buf[len - 1] == '\r' || buf[len - 1] == '\n'))
-            len--;
-        char *line = strndup(buf, len);
-        if (line)
-            r->resp_headers = curl_slist_append(r->resp_headers, line);
-        free(line);
+    } else if (hdrs_add_line(&r->resp_headers, buf, len) != 0) {
+        return 0;                   /* over HDRS_MAX_BYTES: the transfer fails */
     }
-    return size * n;
+    return len;
 }
 
 static size_t on_write(char *buf, size_t size, size_t n, void *arg)
@@ -165,40 +151,44 @@ static size_t on_write(char *buf, size_t size, size_t n, void *arg)
     return len;
 }
 
-struct forget {
-    uv_work_t work;
-    struct index *index;
-    char *key;
-};
-
-static void forget_work(uv_work_t *w)
+/* The key of url (absolute, or relative to the relayed URL) when it is
+ * on the same origin as the relayed URL; else NULL (RFC 9111 §4.4: a
+ * cache must not invalidate another origin's URIs). */
+static char *same_origin_key(const struct relay *r, const char *url)
 {
-    struct forget *f = w->data;
-    index_drop_url(f->index, f->key);
+    char *abs = NULL, *key = NULL;
+    CURLU *u = curl_url();
+    if (u && curl_url_set(u, CURLUPART_URL, r->origin_url, 0) == CURLUE_OK
+        && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK
+        && curl_url_get(u, CURLUPART_URL, &abs, 0) == CURLUE_OK)
+        key = route_key_for_url(abs);
+    curl_free(abs);
+    curl_url_cleanup(u);
+    size_t n = strcspn(r->key + strcspn(r->key, ":") + 3, "/?") + strcspn(r->key, ":") + 3;
+    if (key && (strncmp(key, r->key, n) != 0 || (key[n] != '/' && key[n] != '?'
+                                                 && key[n] != '\0'))) {
+        free(key);
+        key = NULL;
+    }
+    return key;
 }
 
-static void forget_after(uv_work_t *w, int status)
-{
-    struct forget *f = w->data;
-    (void)status;
-    free(f->key);
-    free(f);
-}
-
-/* RFC 9111 §4.4: a successful unsafe method invalidates the target URI. */
+/* RFC 9111 §4.4: a successful unsafe method invalidates the target URI,
+ * and the URIs in Location and Content-Location on the same origin. */
 static void invalidate(struct relay *r)
 {
-    struct forget *f = calloc(1, sizeof *f);
-    if (!f || !(f->key = strdup(r->key))) {
-        free(f);
-        return;
+    const char *fields[] = {"Location", "Content-Location"};
+    catalog_drop_key(r->e->catalog, r->key);
+    r->e->stats.invalidations++;
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+        const char *v = hdrs_get(&r->resp_headers, fields[i]);
+        char *key = v ? same_origin_key(r, v) : NULL;
+        if (key && strcmp(key, r->key) != 0) {
+            catalog_drop_key(r->e->catalog, key);
+            r->e->stats.invalidations++;
+        }
+        free(key);
     }
-    f->index = r->e->index;
-    f->work.data = f;
-    if (uv_queue_work(r->e->loop, &f->work, forget_work, forget_after) != 0)
-        forget_after(&f->work, 0);
-    else
-        r->e->stats.invalidations++;
 }
 
 static void on_done(struct upstream_xfer *x, CURLcode result)
@@ -278,17 +268,21 @@ static enum MHD_Result answer(struct relay *r)
     if (!resp)
         return MHD_NO;
     r->refs++;                      /* the answer's reference */
-    for (struct curl_slist *h = r->resp_headers; h; h = h->next) {
-        char *colon = strchr(h->data, ':');
-        if (!colon)
-            continue;
-        *colon = '\0';
-        const char *v = colon + 1;
-        while (*v == ' ' || *v == '\t')
-            v++;
-        MHD_add_response_header(resp, h->data, v);
-        *colon = ':';
+    char via[600] = "";
+    for (unsigned i = 0; i < r->resp_headers.n; i++) {
+        const char *name = hdrs_name(&r->resp_headers, i);
+        const char *value = hdrs_value(&r->resp_headers, i);
+        if (strcasecmp(name, "Via") == 0) {
+            size_t n = strlen(via);
+            snprintf(via + n, sizeof via - n, "%s%s", n ? ", " : "", value);
+        } else if (strcasecmp(name, "Content-Length") != 0 && strcasecmp(name, "Date") != 0) {
+            MHD_add_response_header(resp, name, value);
+        }
     }
+    char line[700];
+    snprintf(line, sizeof line, "%s%s1.1 %s (edgecache/%s)", via, via[0] ? ", " : "",
+             r->e->cfg->node_id, EDGECACHE_VERSION);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_VIA, line);
     MHD_add_response_header(resp, "Cache-Status", "edgecache; fwd=request; detail=relayed");
     r->e->stats.relayed++;
     enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)r->status, resp);
@@ -338,21 +332,29 @@ static enum MHD_Result copy_header(void *cls, enum MHD_ValueKind kind, const cha
     struct relay *r = cls;
     char line[8192];
     (void)kind;
-    static const char *const skip[] = {"host", "connection", "keep-alive", "proxy-connection",
-                                       "te", "trailer", "transfer-encoding", "upgrade",
-                                       "expect", "content-length", "via"};
+    static const char *const skip[] = {"host", "expect", "content-length", "via"};
     for (size_t i = 0; i < sizeof skip / sizeof skip[0]; i++)
         if (strcasecmp(name, skip[i]) == 0)
             return MHD_YES;
+    const char *conn = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Connection");
+    if (hdrs_is_hop_by_hop(name) || (conn && hdrs_list_has(conn, name)))
+        return MHD_YES;
     snprintf(line, sizeof line, "%s: %s", name, value ? value : "");
     r->req_headers = curl_slist_append(r->req_headers, line);
     return MHD_YES;
 }
 
+/* Every method but the safe ones (RFC 9110 §9.2.1, and those the IANA
+ * method registry marks safe) is unsafe: a method edgecache does not know
+ * invalidates too (RFC 9111 §4.4). */
 static int unsafe_method(const char *m)
 {
-    return strcmp(m, "POST") == 0 || strcmp(m, "PUT") == 0 || strcmp(m, "DELETE") == 0
-           || strcmp(m, "PATCH") == 0;
+    static const char *const safe[] = {"GET", "HEAD", "OPTIONS", "TRACE", "PROPFIND",
+                                       "REPORT", "SEARCH"};
+    for (size_t i = 0; i < sizeof safe / sizeof safe[0]; i++)
+        if (strcmp(m, safe[i]) == 0)
+            return 0;
+    return 1;
 }
 
 struct relay *relay_start(struct edge *e, struct MHD_Connection *conn, const char *method,
@@ -361,12 +363,13 @@ struct relay *relay_start(struct edge *e, struct MHD_Connection *conn, const cha
     struct relay *r = calloc(1, sizeof *r);
     char line[1200];
     if (!r || !(r->up = malloc(RELAY_BUF)) || !(r->down = malloc(RELAY_BUF))
-        || !(r->key = strdup(rt->key))
+        || !(r->key = strdup(rt->key)) || !(r->origin_url = strdup(rt->origin_url))
         || !(r->xfer.easy = upstream_easy(e->cfg->connect_timeout_ms, r->error))) {
         if (r) {
             free(r->up);
             free(r->down);
             free(r->key);
+            free(r->origin_url);
         }
         free(r);
         snprintf(reason, reasonlen, "out of memory");

@@ -113,10 +113,12 @@ static uint64_t put_blob(const struct fixture *f, const void *data, size_t len, 
 
 static void put_row(const struct fixture *f, const char *key, const char *hex, uint64_t size)
 {
-    struct index_commit c = {.key = key, .origin_url = key, .sha256 = hex, .size = size,
-                             .now = 1000, .verified_by = "content-length"};
+    struct index_response r = {.key = key, .variant = "", .origin_url = key, .sha256 = hex,
+                               .size = size, .status = 200, .vary = "", .headers = "",
+                               .stored_at = 1000, .fresh_until = INT64_MAX,
+                               .stale_if_error = -1};
 
-    assert_int_equal(index_commit_object(f->idx, &c, NULL), 0);
+    assert_int_equal(index_commit_response(f->idx, &r, 1000, "content-length", NULL), 0);
 }
 
 static void blob_path(const struct fixture *f, const char *hex, char *out, size_t len)
@@ -324,7 +326,7 @@ static void every_kind_of_damage_is_reported(void **state)
     assert_true(blob_exists(f, d.flipped));
     assert_true(blob_exists(f, d.sized));
     assert_int_equal(rows_for(f, "objects", d.gone), 1);
-    assert_int_equal(rows_for(f, "urls", d.flipped), 1);
+    assert_int_equal(rows_for(f, "responses", d.flipped), 1);
     assert_int_equal(rows_for(f, "objects", d.orphan), 0);
 }
 
@@ -449,7 +451,7 @@ static void an_unreadable_blob_is_bad_and_kept(void **state)
 static void repair_drops_what_is_bad_and_a_second_run_is_clean(void **state)
 {
     struct fixture *f = *state;
-    struct index_entry e;
+    char sha[65];
     struct verify_report r;
     struct damaged d;
     struct seen *s;
@@ -469,20 +471,19 @@ static void repair_drops_what_is_bad_and_a_second_run_is_clean(void **state)
     assert_false(blob_exists(f, d.flipped));
     assert_false(blob_exists(f, d.sized));
     assert_int_equal(rows_for(f, "objects", d.flipped), 0);
-    assert_int_equal(rows_for(f, "urls", d.flipped), 0);
+    assert_int_equal(rows_for(f, "responses", d.flipped), 0);
     assert_int_equal(rows_for(f, "objects", d.sized), 0);
-    assert_int_equal(rows_for(f, "urls", d.sized), 0);
+    assert_int_equal(rows_for(f, "responses", d.sized), 0);
     assert_int_equal(rows_for(f, "objects", d.gone), 0);
-    assert_int_equal(rows_for(f, "urls", d.gone), 0);
-    assert_int_equal(index_lookup(f->idx, "http://o/flipped", &e), 0);
+    assert_int_equal(rows_for(f, "responses", d.gone), 0);
+    assert_int_equal(index_response_sha(f->idx, "http://o/flipped", "", sha), 0);
     /* ...and the rest is untouched: good blobs with all their URLs, and the
      * blob without a row (the daemon adopts it). */
     assert_true(blob_exists(f, d.good1));
     assert_true(blob_exists(f, d.orphan));
-    assert_int_equal(rows_for(f, "urls", d.good1), 2);
-    assert_int_equal(index_lookup(f->idx, "http://o/world", &e), 1);
-    assert_string_equal(e.sha256, d.good2);
-    index_entry_free(&e);
+    assert_int_equal(rows_for(f, "responses", d.good1), 2);
+    assert_int_equal(index_response_sha(f->idx, "http://o/world", "", sha), 1);
+    assert_string_equal(sha, d.good2);
 
     s = run(f, 0, &r);
     assert_int_equal(r.blobs, 3);
