@@ -325,6 +325,23 @@ class Origin:
         reqs = self.stats()["requests"]
         return [r for r in reqs if path is None or r["path"] == path]
 
+    def script(self, path, responses):
+        """Scripts the answers for path (origin.py's POST /_script): request
+        i to it gets responses[i], the last one repeating."""
+        body = json.dumps({"path": path, "responses": responses}).encode()
+        r = request(self.port, "POST", "/_script", body=body,
+                    headers={"Content-Type": "application/json"})
+        assert r.status == 200, "POST /_script answered %s: %r" % (r.status, r.body)
+
+    def headers_of(self, path, i):
+        """The headers of the i-th request for path, as a dict with
+        lower-cased names (a repeated field's values joined with ", ")."""
+        out = {}
+        for name, value in self.requests(path)[i]["headers"]:
+            name = name.lower()
+            out[name] = out[name] + ", " + value if name in out else value
+        return out
+
     def gets(self, path):
         """The GET records for path, in arrival order."""
         return [r for r in self.requests(path) if r["method"] == "GET"]

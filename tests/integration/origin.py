@@ -63,23 +63,69 @@ Objects:  GET|HEAD /obj/<name>?size=N[&seed=S][&knob=...]
   honours Range as with range=1, and If-Range: a Range whose If-Range names
   another ETag or date is ignored (200, whole body). norange=1 wins.
 
+Scripts:  GET|HEAD /s/<name> (any path registered with POST /_script)
+  POST /_script with a JSON body {"path": "/s/<name>", "responses": [R0, ...]}
+  registers (or replaces, with its counter back at 0) the script of that
+  path; the query is ignored when matching. Request number i to the path
+  since it was registered (any method, 0-based) is answered with R[i], the
+  last one repeating. Each R is an object:
+    status         int, default 200 (a 3xx is a status with a Location in
+                   headers)
+    reason         the reason phrase (default: the standard one)
+    headers        [[name, value], ...] sent in that order, exactly as given
+                   (repeated names allowed)
+    body | body_b64 | gzip
+                   the body: UTF-8 text, base64 bytes, or text the origin
+                   compresses (gzip.compress, mtime=0; adds Content-Encoding:
+                   gzip unless headers name one)
+    delay          seconds before the status line
+    reset          true: reset the connection (SO_LINGER 0, an RST) right
+                   after reading the request, before any response byte
+    content_length default true: Content-Length of the body unless headers
+                   give one; false: no Content-Length, the body ends when
+                   the connection closes
+    chunked        true: Transfer-Encoding: chunked framing
+    date           default true: a Date (now) unless headers give one
+    etag           an entity tag ("\"v1\""): adds ETag; a request whose
+                   If-None-Match lists it (weak comparison) or * gets 304
+                   Not Modified with headers_304 (default: just the ETag,
+                   else the Last-Modified) and no body
+    last_modified  epoch: adds Last-Modified; If-Modified-Since at or after
+                   it gets 304 likewise (only when there is no If-None-Match)
+    headers_304    the 304's header list
+    select         {"header": H, "cases": {value: R, ...}, "default": R}:
+                   the R used is chosen by the exact (stripped) value of
+                   request header H, else default (else this R without
+                   select): how a Vary origin is scripted
+  Unknown keys are refused (400) so that a typo in a test shows. Every
+  request to a scripted path is recorded in the ledger like any other, with
+  its request headers and the status answered; index is R's number.
+
+Bodies (PUT, POST, PATCH, DELETE, PROPFIND, PURGEX to any path) are taken
+  and answered 201 with JSON {"received", "sha256"}; ?status=N answers N,
+  ?location=<url> adds Location, ?content_location=<url> Content-Location.
+
 Control (never counted):
   GET  /_stats  JSON: counts (path+query as received -> n), by_path
                 (path alone -> n), total, requests (one record per request:
                 method, target, path, range, if_range, index (the GET
                 number of the object, None for HEAD), version (0, or 1
                 once changed), fault (None, "reset", "short" or "stall"),
-                start, end, sent, status, complete; times are
+                start, end, sent, status, complete, headers (the request's
+                [name, value] pairs as received); times are
                 time.monotonic(), which on Linux is the system-wide
                 CLOCK_MONOTONIC, comparable with the tests')
-  POST /_reset  forget every count, record and per-object counter
+  POST /_reset  forget every count, record, per-object counter and script
+  POST /_script register a script (above)
 """
 
 import base64
 import email.utils
 import fcntl
 import functools
+import gzip
 import hashlib
+import http
 import json
 import select
 import socket
@@ -143,13 +189,14 @@ class Ledger:
             self.by_path = {}
             self.records = []
 
-    def open(self, method, target, range_header, if_range=None):
+    def open(self, method, target, range_header, if_range=None, headers=None):
         path = urlsplit(target).path
         rec = {"method": method, "target": target, "path": path,
                "range": range_header, "if_range": if_range, "index": None,
                "version": 0, "fault": None,
                "start": time.monotonic(), "end": None,
-               "sent": 0, "status": None, "complete": False}
+               "sent": 0, "status": None, "complete": False,
+               "headers": [list(h) for h in (headers or [])]}
         with self.lock:
             self.counts[target] = self.counts.get(target, 0) + 1
             self.by_path[path] = self.by_path.get(path, 0) + 1
@@ -194,6 +241,85 @@ class ObjectStates:
     def change(self, target):
         with self.lock:
             self.changed.add(target)
+
+
+SCRIPT_KEYS = {"status", "reason", "headers", "body", "body_b64", "gzip", "delay", "reset",
+               "content_length", "chunked", "date", "etag", "last_modified", "headers_304",
+               "select"}
+
+
+def check_response(r, where="R"):
+    """Raises ValueError when a scripted response is malformed."""
+    if not isinstance(r, dict):
+        raise ValueError("%s is not an object" % where)
+    unknown = set(r) - SCRIPT_KEYS
+    if unknown:
+        raise ValueError("%s has unknown keys %s" % (where, sorted(unknown)))
+    if sum(k in r for k in ("body", "body_b64", "gzip")) > 1:
+        raise ValueError("%s has more than one of body, body_b64, gzip" % where)
+    for key in ("headers", "headers_304"):
+        for h in r.get(key, []):
+            if not (isinstance(h, list) and len(h) == 2 and all(isinstance(x, str) for x in h)):
+                raise ValueError("%s.%s holds %r, not a [name, value] pair" % (where, key, h))
+    sel = r.get("select")
+    if sel is not None:
+        if not isinstance(sel, dict) or "header" not in sel:
+            raise ValueError("%s.select needs a header" % where)
+        for value, sub in sel.get("cases", {}).items():
+            check_response(sub, "%s.select.cases[%r]" % (where, value))
+        if sel.get("default") is not None:
+            check_response(sel["default"], "%s.select.default" % where)
+
+
+class Scripts:
+    """Scripted paths: path -> their responses and how many requests they
+    have had since they were registered."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.reset()
+
+    def reset(self):
+        with self.lock:
+            self.scripts = {}
+
+    def register(self, path, responses):
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise ValueError("path must start with /: %r" % (path,))
+        if not isinstance(responses, list) or not responses:
+            raise ValueError("responses must be a non-empty list")
+        for i, r in enumerate(responses):
+            check_response(r, "R%d" % i)
+        with self.lock:
+            self.scripts[urlsplit(path).path] = {"responses": responses, "next": 0}
+
+    def take(self, path):
+        """(index, response) for the next request to path, counting it; None
+        when path has no script."""
+        with self.lock:
+            script = self.scripts.get(path)
+            if script is None:
+                return None
+            index = script["next"]
+            script["next"] = index + 1
+            responses = script["responses"]
+            return index, responses[min(index, len(responses) - 1)]
+
+
+def etag_listed(if_none_match, etag):
+    """RFC 9110 13.1.2: If-None-Match lists etag (weak comparison) or is *."""
+    def opaque(tag):
+        tag = tag.strip()
+        return tag[2:] if tag.startswith("W/") else tag
+    for part in if_none_match.split(","):
+        part = part.strip()
+        if part == "*" or (part and opaque(part) == opaque(etag)):
+            return True
+    return False
+
+
+def has_header(headers, name):
+    return any(n.lower() == name.lower() for n, _ in headers)
 
 
 def parse_single_range(header, total):
@@ -318,11 +444,30 @@ class Handler(BaseHTTPRequestHandler):
         if self.path.startswith("/_reset"):
             self.server.ledger.reset()
             self.server.objects.reset()
+            self.server.scripts.reset()
             self.reply_text(200, "reset\n")
+            return
+        if urlsplit(self.path).path == "/_script":
+            try:
+                spec = json.loads(self.read_body())
+                self.server.scripts.register(spec.get("path"), spec.get("responses"))
+            except (ValueError, AttributeError) as e:
+                self.reply_text(400, "bad script: %s\n" % e)
+                return
+            self.reply_text(200, "scripted\n")
             return
         self.take_body()
 
     def do_PUT(self):
+        self.take_body()
+
+    def do_PROPFIND(self):
+        self.take_body()
+
+    def do_PURGEX(self):
+        self.take_body()
+
+    def do_MKACTIVITY(self):
         self.take_body()
 
     def do_PATCH(self):
@@ -350,29 +495,136 @@ class Handler(BaseHTTPRequestHandler):
         Via it came with) and answers 201 with them as JSON; ?status=N
         answers N instead."""
         body = self.read_body()
-        rec = self.server.ledger.open(self.command, self.path, None)
+        self.server.scripts.take(urlsplit(self.path).path)     # counts as a request
+        rec = self.server.ledger.open(self.command, self.path, None,
+                                      headers=self.headers.items())
         digest = hashlib.sha256(body).hexdigest()
-        self.server.ledger.update(rec, body_sha256=digest, body_len=len(body),
-                                  via=self.headers.get("Via"),
-                                  content_type=self.headers.get("Content-Type"), end=time.monotonic())
         q = {k: v[-1] for k, v in parse_qs(urlsplit(self.path).query).items()}
         status = int(q.get("status", 201))
-        self.reply_json({"received": len(body), "sha256": digest}, status)
+        self.server.ledger.update(rec, body_sha256=digest, body_len=len(body),
+                                  via=self.headers.get("Via"), status=status,
+                                  content_type=self.headers.get("Content-Type"), end=time.monotonic())
+        extra = []
+        if "location" in q:
+            extra.append(("Location", q["location"]))
+        if "content_location" in q:
+            extra.append(("Content-Location", q["content_location"]))
+        self.reply_json({"received": len(body), "sha256": digest}, status, extra)
 
     def route(self, send_body):
         if self.path.startswith("/_stats"):
             self.reply_json(self.server.ledger.snapshot())
             return
+        scripted = self.server.scripts.take(urlsplit(self.path).path)
         rec = self.server.ledger.open(self.command, self.path,
                                       self.headers.get("Range"),
-                                      self.headers.get("If-Range"))
+                                      self.headers.get("If-Range"),
+                                      headers=self.headers.items())
         try:
-            self.serve_object(rec, send_body)
+            if scripted is not None:
+                self.server.ledger.update(rec, index=scripted[0])
+                self.serve_script(rec, scripted[1], send_body)
+            else:
+                self.serve_object(rec, send_body)
         except (BrokenPipeError, ConnectionResetError, TimeoutError) as e:
             self.log_message("client went away: %r", e)
             self.close_connection = True
         finally:
             self.server.ledger.update(rec, end=time.monotonic())
+
+    def choose(self, r):
+        """The response a select picks for this request (recursively)."""
+        while r.get("select") is not None:
+            sel = r["select"]
+            value = self.headers.get(sel["header"])
+            picked = sel.get("cases", {}).get(value.strip()) if value is not None else None
+            if picked is None:
+                picked = sel.get("default")
+            if picked is None:
+                picked = {k: v for k, v in r.items() if k != "select"}
+            r = picked
+        return r
+
+    def not_modified(self, r):
+        """True when the request's validators match R's etag/last_modified."""
+        inm = self.headers.get_all("If-None-Match")
+        if inm is not None:
+            return r.get("etag") is not None and etag_listed(", ".join(inm), r["etag"])
+        ims = self.headers.get("If-Modified-Since")
+        if r.get("last_modified") is None or ims is None:
+            return False
+        when = email.utils.parsedate_tz(ims)
+        return when is not None and email.utils.mktime_tz(when) >= int(r["last_modified"])
+
+    def serve_script(self, rec, r, send_body):
+        """Answers with scripted response r (see the module's docstring)."""
+        if int(self.headers.get("Content-Length") or 0) > 0:
+            self.rfile.read(int(self.headers["Content-Length"]))
+        r = self.choose(r)
+        if float(r.get("delay", 0)) > 0:
+            time.sleep(float(r["delay"]))
+        if r.get("reset"):
+            self.server.ledger.update(rec, fault="reset")
+            self.close_connection = True
+            self.reset_connection()
+            return
+        if "body_b64" in r:
+            body = base64.b64decode(r["body_b64"])
+        elif "gzip" in r:
+            body = gzip.compress(r["gzip"].encode(), mtime=0)
+        else:
+            body = r.get("body", "").encode()
+        status = int(r.get("status", 200))
+        headers = [(n, v) for n, v in r.get("headers", [])]
+        if "gzip" in r and not has_header(headers, "Content-Encoding"):
+            headers.append(("Content-Encoding", "gzip"))
+        lm = r.get("last_modified")
+        if r.get("etag") is not None and not has_header(headers, "ETag"):
+            headers.append(("ETag", r["etag"]))
+        if lm is not None and not has_header(headers, "Last-Modified"):
+            headers.append(("Last-Modified", email.utils.formatdate(int(lm), usegmt=True)))
+        if self.not_modified(r):
+            status, body = 304, b""
+            if "headers_304" in r:
+                headers = [(n, v) for n, v in r["headers_304"]]
+            elif r.get("etag") is not None:
+                headers = [("ETag", r["etag"])]
+            else:
+                headers = [("Last-Modified", email.utils.formatdate(int(lm), usegmt=True))]
+        if r.get("date", True) and not has_header(headers, "Date"):
+            headers.append(("Date", email.utils.formatdate(time.time(), usegmt=True)))
+        bodiless = status in (204, 304) or 100 <= status < 200
+        chunked = bool(r.get("chunked")) and not bodiless
+        if bodiless:
+            body = b""
+        elif chunked:
+            if not has_header(headers, "Transfer-Encoding"):
+                headers.append(("Transfer-Encoding", "chunked"))
+        elif r.get("content_length", True):
+            if not has_header(headers, "Content-Length"):
+                headers.append(("Content-Length", str(len(body))))
+        else:
+            self.close_connection = True        # the body ends with the connection
+        for n, v in headers:
+            if n.lower() == "connection" and "close" in v.lower():
+                self.close_connection = True
+        reason = r.get("reason")
+        if reason is None:
+            try:
+                reason = http.HTTPStatus(status).phrase
+            except ValueError:
+                reason = "Scripted"
+        head = "HTTP/1.1 %d %s\r\n" % (status, reason)
+        head += "".join("%s: %s\r\n" % (n, v) for n, v in headers) + "\r\n"
+        self.log_request(status)
+        self.server.ledger.update(rec, status=status)
+        out = head.encode("latin-1")
+        if send_body and body:
+            out += (b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)) if chunked else body
+        elif send_body and chunked:
+            out += b"0\r\n\r\n"
+        self.wfile.write(out)
+        self.server.ledger.update(rec, sent=len(body) if send_body else 0, complete=True)
 
     def serve_object(self, rec, send_body):
         url = urlsplit(self.path)
@@ -515,9 +767,11 @@ class Handler(BaseHTTPRequestHandler):
         if send_body:
             self.wfile.write(data)
 
-    def reply_json(self, obj, status=200):
+    def reply_json(self, obj, status=200, extra_headers=()):
         data = json.dumps(obj).encode()
         self.send_response(status)
+        for name, value in extra_headers:
+            self.send_header(name, value)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
@@ -532,6 +786,7 @@ class OriginServer(ThreadingHTTPServer):
         super().__init__(addr, Handler)
         self.ledger = Ledger()
         self.objects = ObjectStates()
+        self.scripts = Scripts()
 
 
 def main():

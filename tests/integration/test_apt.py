@@ -13,6 +13,7 @@ hits, the indexes revalidated); publish a new version of one package; update
 (apt sees the new version) and download (the new package is fetched, the
 unchanged one still comes from the cache)."""
 
+import base64
 import gzip
 import os
 import re
@@ -351,3 +352,74 @@ def statuses_at(nginx, path):
     """The statuses nginx answered for path, in order."""
     nginx.count(path)
     return [status for _, uri, status, _ in nginx.log_lines() if uri == path]
+
+
+def install_download_only(apt, name):
+    """apt-get install --download-only -y name into an archives directory
+    of apt's own: ({file name: bytes} of the .debs, {URL path: Cache-Status})."""
+    archives = os.path.join(apt.dir, "archives-%s" % name)
+    os.makedirs(os.path.join(archives, "partial"))
+    _, err = apt.run(["apt-get", "install", "--download-only", "-y",
+                      "-o", "Debug::Acquire::http=true",
+                      "-o", "Dir::Cache::archives=%s/" % archives, name])
+    files = {}
+    for f in os.listdir(archives):
+        if f.endswith(".deb"):
+            with open(os.path.join(archives, f), "rb") as fh:
+                files[f] = fh.read()
+    return files, cache_statuses(err)
+
+
+def test_apt_install_download_only_twice_shares_one_cache(edgecache, repo_nginx, repo, workdir):
+    """Two devices (two fresh apt state directories) install pkg-a through
+    one edgecache as their http proxy: the second device's package comes
+    from the cache, and the repository served the .deb once."""
+    ec = edgecache(allow=[repo_nginx.base], mutable=True)
+    source = "deb [trusted=yes] %s/repo/ %s main" % (repo_nginx.base, SUITE)
+    deb = "/repo/" + repo.pool_path("pkg-a", "1.0")
+    a1 = repo.debs["pkg-a"][1]
+    for device, expected in (("device-1", "edgecache; fwd=miss; stored"),
+                             ("device-2", "edgecache; hit")):
+        apt = Apt(os.path.join(workdir, device), source, proxy="http://127.0.0.1:%d" % ec.port)
+        apt.update()
+        files, statuses = install_download_only(apt, "pkg-a")
+        assert files == {"pkg-a_1.0_all.deb": a1}, (device, sorted(files))
+        assert statuses.get(deb) == expected, (device, statuses)
+        ec.wait_idle()
+    assert repo_nginx.count(deb) == 1, repo_nginx.log_lines()
+
+
+def test_apt_through_a_mirror_without_validators_or_freshness(edgecache, origin, workdir):
+    """A mirror that sends its files bare (Content-Type and Content-Length,
+    no ETag, no Last-Modified, no Cache-Control): the indexes are refetched,
+    but a .deb never changes under its name, so the second device's copy
+    is a hit and the mirror sent the .deb once."""
+    root = os.path.join(workdir, "bare-mirror")
+    bare = AptRepo(workdir, root)
+    a1 = bare.set_package("pkg-a", "1.0")
+    bare.publish()
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            full = os.path.join(dirpath, name)
+            with open(full, "rb") as f:
+                data = f.read()
+            ctype = ("application/vnd.debian.binary-package" if name.endswith(".deb")
+                     else "application/octet-stream")
+            origin.script("/s/mirror/" + os.path.relpath(full, root),
+                          [{"body_b64": base64.b64encode(data).decode(),
+                            "headers": [["Content-Type", ctype]]}])
+    ec = edgecache(allow=[origin.base], mutable=True)
+    source = "deb [trusted=yes] %s/s/mirror/ %s main" % (origin.base, SUITE)
+    deb = "/s/mirror/" + bare.pool_path("pkg-a", "1.0")
+    for device, expected in (("device-1", "edgecache; fwd=miss; stored"),
+                             ("device-2", "edgecache; hit")):
+        apt = Apt(os.path.join(workdir, device), source, proxy="http://127.0.0.1:%d" % ec.port)
+        apt.update()
+        files, statuses = install_download_only(apt, "pkg-a")
+        assert files == {"pkg-a_1.0_all.deb": a1}, (device, sorted(files))
+        assert statuses.get(deb) == expected, (device, statuses)
+        ec.wait_idle()
+    assert origin.count_path(deb) == 1, [r["path"] for r in origin.requests()]
+    # and plainly, a GET of the .deb through the proxy shape is a hit too
+    r = ec.get(origin.url(deb))
+    assert r.status == 200 and r.body == a1 and r.cache_status == "edgecache; hit", r

@@ -83,8 +83,8 @@ def test_version(edgecache_bin):
 def test_config_file_sets_allow_and_route(origin, edgecache, workdir):
     conf = os.path.join(workdir, "edgecache.conf")
     with open(conf, "w") as f:
-        f.write("# origins for this test\nallow = %s\nroute = /o/=%s/\n"
-                "stall_timeout = 3s\n" % (origin.base, origin.base))
+        f.write("# origins for this test\nallow = %s\nimmutable = %s\nroute = /o/=%s/\n"
+                "stall_timeout = 3s\n" % (origin.base, origin.base, origin.base))
     ec = edgecache(allow=[], args=["-c", conf])
     assert ec.get("/o/obj/c?size=100").status == 200
     assert ec.get(origin.url("/obj/c?size=100")).status == 200

@@ -28,7 +28,8 @@ def test_a_miss_at_the_child_crosses_each_layer_once(origin, edgecache):
     target = do_target("/obj/chain?size=%d&seed=1" % size, origin.host)
     r = l3.get(target)
     assert r.status == 200 and r.sha256 == object_sha256("chain", 1, size), r
-    assert r.headers["Cache-Status"] == "edgecache; fwd=miss; stored"
+    # RFC 9211: each cache on the path adds its entry after the upstream's
+    assert r.headers["Cache-Status"] == "edgecache; fwd=miss; stored, edgecache; fwd=miss; stored"
     l3.wait_idle()
     l4.wait_idle()
     r = l3.get(target)
