@@ -297,7 +297,8 @@ static int take_fields(struct fill *fl)
     free(fl->upstream_cs);
     fl->upstream_cs = hdrs_get_all(&fl->resp, "Cache-Status", cs, sizeof cs) ? strdup(cs) : NULL;
     for (size_t i = 0; i < sizeof own / sizeof own[0]; i++)
-        hdrs_remove(&fl->resp, own[i]);
+        if (fl->hop_status != 206 || strcmp(own[i], "Content-Range") != 0)
+            hdrs_remove(&fl->resp, own[i]);     /* a 206 passed on keeps its range */
     /* a response without Date gets the time it came (RFC 9110 §6.6.1) */
     if (!hdrs_get(&fl->resp, "Date")) {
         char date[64];

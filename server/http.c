@@ -218,7 +218,8 @@ static void add_fields(struct edge *e, struct MHD_Response *resp, unsigned statu
             snprintf(via + n, sizeof via - n, "%s%s", n ? ", " : "", value);
             continue;
         }
-        if (own_field(name) || first_request_only(rp, name))
+        if ((own_field(name) && !(rp->status == 206 && strcasecmp(name, "Content-Range") == 0))
+            || first_request_only(rp, name))
             continue;
         if (status == MHD_HTTP_NOT_MODIFIED && !kept_on_304(name))
             continue;
