@@ -9,12 +9,13 @@ BUILD="build-essential cmake pkg-config libuv1-dev libmicrohttpd-dev
        libcurl4-openssl-dev libsqlite3-dev libssl-dev libjansson-dev
        libinih-dev"
 TEST="libcmocka-dev python3 python3-pytest nginx-light curl iproute2 apt-utils dpkg-dev"
-BENCH="wrk"
+BENCH="wrk varnish"
+FUZZ="clang-14 libclang-rt-14-dev"
 
 want="$BUILD"
 case "${1:-all}" in
   build) ;;
-  test|all) want="$BUILD $TEST $BENCH" ;;
+  test|all) want="$BUILD $TEST $BENCH $FUZZ" ;;
   *) echo "usage: $0 [build|test|all]" >&2; exit 2 ;;
 esac
 

@@ -4,7 +4,8 @@
 # real nginx origin), all through ctest.
 #
 #   tests/run.sh              release build in build/
-#   tests/run.sh --sanitize   AddressSanitizer + UBSan build in build-asan/
+#   tests/run.sh --sanitize   AddressSanitizer + UBSan build in build-asan/,
+#                             then 20 s of each fuzz target (tests/fuzz/run.sh)
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -24,3 +25,8 @@ if [ "$dir" = build-asan ]; then
   export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 fi
 ctest --test-dir "$dir" --output-on-failure --no-tests=error -j2
+if [ "$dir" = build-asan ]; then
+  # Fuzz smoke run: every tests/fuzz target for 20 s on its seed corpus
+  # (clang-14 build in build-fuzz/).
+  ./tests/fuzz/run.sh 20
+fi
