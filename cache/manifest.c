@@ -751,6 +751,11 @@ static int add_download(struct walk *w, const json_t *node, const char *id,
 {
     struct url_rewrite r;
     char why[400];
+    /* One string may be reached twice (a fileUrls member named like a
+     * firmware field is both): it is one download, edited once. */
+    for (size_t i = 0; i < w->edits.n; i++)
+        if (w->edits.v[i].node == node)
+            return 0;
     int st = url_rewrite(w->o, json_string_value(node), &r, why, sizeof why);
     if (st != 0)
         return fail(w->err, st, "%s: %s", w->path.text, why);
@@ -1115,6 +1120,10 @@ static char *assemble(const char *text, size_t len, struct edit_list *edits, siz
     for (size_t i = 0; i < edits->n; i++) {
         const struct edit *e = &edits->v[i];
         size_t llen = strlen(e->literal);
+        if (e->start < at || e->end < e->start || e->end > len) {
+            free(out);              /* overlapping spans: never happens (one edit per node) */
+            return NULL;
+        }
         memcpy(out + k, text + at, e->start - at);
         k += e->start - at;
         memcpy(out + k, e->literal, llen);

@@ -684,6 +684,31 @@ static void test_null_and_empty_urls_are_left_alone(void **state)
                   "no download URL");
 }
 
+/* A fileUrls member named like a firmware field (fwPackageURI) or a
+ * rootKeyPackageUrl makes one string two downloads in the walk: it is
+ * edited once (the fuzzer's heap overflow in assemble: two edits of one
+ * span). */
+static void test_one_string_two_meanings_is_one_edit(void **state)
+{
+    (void)state;
+    static const char *const docs[] = {
+        "{\"fileUrls\":{\"fwPackageURI\":\"http://a.dl.adu.microsoft.com/a.bin\"}}",
+        "{\"fileUrls\":{\"rootKeyPackageUrl\":\"http://a.dl.adu.microsoft.com/a.bin\"}}",
+    };
+    for (size_t i = 0; i < sizeof docs / sizeof docs[0]; i++) {
+        struct manifest_result r;
+        struct manifest_error err;
+        if (manifest_rewrite(docs[i], strlen(docs[i]), &opts, &r, &err) != 0)
+            fail_msg("%s: %s", docs[i], err.message);
+        assert_int_equal(r.n_files, 1);
+        json_t *j = json_loads(r.doc, 0, NULL);
+        assert_non_null(j);
+        assert_non_null(strstr(r.doc, BASE "/a.bin?cacheHostOrigin=a.dl.adu.microsoft.com"));
+        json_decref(j);
+        manifest_result_free(&r);
+    }
+}
+
 /* ---- detached manifests and update manifests ------------------------------ */
 
 static void test_detached_manifest_join(void **state)
@@ -999,6 +1024,7 @@ int main(void)
         cmocka_unit_test(test_url_shapes),
         cmocka_unit_test(test_do_shape_is_unwrapped),
         cmocka_unit_test(test_null_and_empty_urls_are_left_alone),
+        cmocka_unit_test(test_one_string_two_meanings_is_one_edit),
         cmocka_unit_test(test_detached_manifest_join),
         cmocka_unit_test(test_detached_id_only_in_a_step),
         cmocka_unit_test(test_escaped_keys),
