@@ -355,6 +355,8 @@ struct fill *fills_start(struct fills *f, const struct fill_request *rq, int *st
         digest_hex(fl->exp_sha, sizeof fl->exp_sha, fl->sha_hex);  /* replaced by the real one */
     }
     fl->fd = store_temp_create(f->env.store, fl->tmp_path, sizeof fl->tmp_path);
+    if (fl->fd < 0 && (errno == EMFILE || errno == ENFILE))
+        f->env.stats->resource_errors++;
     if (fl->fd < 0) {
         snprintf(reason, reasonlen, "cannot create a temp file in %s: %s",
                  f->env.store->tmp_dir, strerror(errno));

@@ -738,6 +738,14 @@ static int says_down(CURLcode result)
 static void fail_curl(struct fill *fl, CURLcode result)
 {
     const char *what = fl->curl_error[0] ? fl->curl_error : curl_easy_strerror(result);
+    long os_errno = 0;
+    curl_easy_getinfo(fl->xfer.easy, CURLINFO_OS_ERRNO, &os_errno);
+    if (os_errno == EMFILE || os_errno == ENFILE) {     /* our own shortage, not the upstream's */
+        fill__env(fl)->stats->resource_errors++;
+        fill__fail(fl, 503, "edgecache has no file descriptor left to reach %.300s "
+                   "(ulimit -n); try again shortly", fl->fetch_url);
+        return;
+    }
     if (says_down(result))
         fill__health_failed(fl, what);
     if (fall_back_to_origin(fl, what))

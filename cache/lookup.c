@@ -1,6 +1,7 @@
 /* lookup — see lookup.h. */
 #include "cache/lookup.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,13 +67,24 @@ static int request_only_if_cached(const struct hdr_source *req)
     return cc && hdrs_list_has(cc, "only-if-cached");
 }
 
-/* Opens r's blob: fd, or -1 when it is missing or has another size. */
+static int out_of_fds(int err)
+{
+    return err == EMFILE || err == ENFILE || err == ENOMEM;
+}
+
+/* Opens r's blob: fd, or -1 when it is missing or has another size, or -2
+ * when the process has no file descriptor left (not the blob's fault:
+ * fetching it again would not help). */
 static int open_blob(const struct lookup_env *env, const struct cat_resp *r)
 {
     uint64_t size = 0;
     int fd = store_blob_open(env->store, r->sha256, &size);
     if (fd >= 0 && size == r->size)
         return fd;
+    if (fd < 0 && out_of_fds(errno)) {
+        env->stats->resource_errors++;
+        return -2;
+    }
     if (fd >= 0)
         close(fd);
     log_msg(env->log, LOG_WARN, "lookup", "blob %s for %s is missing or has the wrong size: "
@@ -192,6 +204,13 @@ void lookup_request(const struct lookup_env *env, const struct lookup_request *r
         r = NULL;
     }
     int fd = r ? open_blob(env, r) : -1;
+    if (fd == -2) {
+        out->verdict = LOOKUP_REFUSE;
+        out->status = 503;
+        snprintf(out->reason, sizeof out->reason, "edgecache has no file descriptor left "
+                 "to open %s (ulimit -n); try again shortly", rq->key);
+        return;
+    }
     if (r && fd < 0)
         r = NULL;
     if (r && is_fresh(r, rq->now)

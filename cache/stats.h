@@ -78,6 +78,14 @@
       "Bytes of blobs deleted to keep the store within cache_size")                       \
     X(purged_objects, "edgecache_purged_objects_total", "", "counter",                    \
       "Blobs purged through DELETE /api/v1/objects/{sha256}")                             \
+    X(connections_refused, "edgecache_connections_refused_total", "", "counter",          \
+      "Data-plane connections answered 503 because max_connections were open")           \
+    X(slow_clients_dropped, "edgecache_slow_clients_dropped_total", "", "counter",        \
+      "Connections closed because a request's header fields did not arrive within "       \
+      "header_timeout (or its line within client_timeout)")                               \
+    X(resource_errors, "edgecache_resource_errors_total", "", "counter",                  \
+      "Requests or connections refused because the process ran out of file "              \
+      "descriptors (ulimit -n)")                                                          \
     X(fills_in_flight, "edgecache_fills_in_flight", "", "gauge",                          \
       "Fills running now")                                                                \
     X(objects, "edgecache_objects", "", "gauge", "Blobs in the store")                    \

@@ -28,6 +28,7 @@
 #include "config/cfg.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -221,6 +222,10 @@ static const struct cfg_option options[] = {
       .help = "bearer token for the control plane; required when admin_listen "
               "is not a loopback address",
       .offset = offsetof(struct cfg, admin_token) },
+    { .name = "admin_token_file", .type = T_STRING, .def = "", .metavar = "PATH",
+      .help = "a file holding the control plane's bearer token (a container secret); "
+              "instead of admin_token",
+      .offset = offsetof(struct cfg, admin_token_file) },
     { .name = "cache_dir", .type = T_PATH, .def = "./edgecache-data", .metavar = "DIR",
       .help = "directory for blobs, temp files and the index",
       .offset = offsetof(struct cfg, cache_dir) },
@@ -325,8 +330,24 @@ static const struct cfg_option options[] = {
       .offset = offsetof(struct cfg, manifest_max_bytes) },
     { .name = "max_connections", .type = T_UINT, .def = "1024",
       .min = 1, .max = 100000, .unit = "connections",
-      .help = "data-plane connections at once",
+      .help = "data-plane connections at once; past it a new connection is answered 503 "
+              "with Retry-After",
       .offset = offsetof(struct cfg, max_connections) },
+    { .name = "client_timeout", .type = T_DURATION, .def = "60s",
+      .min = SECOND_MS, .max = HOUR_MS,
+      .help = "a client connection that sends nothing, or reads nothing of its answer, for "
+              "this long is dropped",
+      .offset = offsetof(struct cfg, client_timeout_ms) },
+    { .name = "header_timeout", .type = T_DURATION, .def = "10s",
+      .min = SECOND_MS, .max = 10 * MINUTE_MS,
+      .help = "a request's line and header fields must arrive within this, however slowly "
+              "they trickle in (slowloris)",
+      .offset = offsetof(struct cfg, header_timeout_ms) },
+    { .name = "shutdown_grace", .type = T_DURATION, .def = "10s",
+      .min = 0, .max = 10 * MINUTE_MS,
+      .help = "on SIGTERM, how long answers in progress may finish before fills are abandoned "
+              "and connections closed",
+      .offset = offsetof(struct cfg, shutdown_grace_ms) },
     { .name = "log_level", .type = T_ENUM, .def = "info", .metavar = "LEVEL",
       .choices = log_levels,
       .help = "least severe level logged",
@@ -356,6 +377,7 @@ static const struct cfg_special specials[] = {
 struct load {
     struct cfg cfg;                     /* being built; owned until copied out */
     enum cfg_level set_at[N_OPTIONS];   /* level that last set each option */
+    char **envp;
     char *err;                          /* the caller's message buffer */
     size_t errlen;
 };
@@ -1446,9 +1468,70 @@ static bool host_is_loopback(const char *host)
 }
 
 /* Rules that involve more than one option. */
+/* admin_token_file: the token is the file's first line. */
+static int read_token_file(struct load *ld)
+{
+    struct cfg *c = &ld->cfg;
+    char line[1024];
+    if (!c->admin_token_file || !c->admin_token_file[0])
+        return 0;
+    if (c->admin_token[0])
+        return fail(ld, "admin_token_file: set either admin_token or admin_token_file, not both");
+    FILE *f = fopen(c->admin_token_file, "r");
+    if (!f)
+        return fail(ld, "admin_token_file: cannot read %s: %s", c->admin_token_file,
+                    strerror(errno));
+    if (!fgets(line, sizeof line, f))
+        line[0] = '\0';
+    fclose(f);
+    size_t n = strcspn(line, "\r\n");
+    while (n && (line[n - 1] == ' ' || line[n - 1] == '\t'))
+        n--;
+    line[n] = '\0';
+    if (!line[0])
+        return fail(ld, "admin_token_file: %s holds no token", c->admin_token_file);
+    char *tok = strdup(line);
+    if (!tok)
+        return fail(ld, "out of memory");
+    free(c->admin_token);
+    c->admin_token = tok;
+    return 0;
+}
+
+/* node_id left at its default: on IoT Edge, the device and module ids
+ * (stable across re-creations of the container) rather than its host
+ * name (the container id). */
+static int iotedge_node_id(struct load *ld)
+{
+    const struct cfg_option *o = option_by_name("node_id");
+    const char *dev = env_value(ld->envp, "IOTEDGE_DEVICEID");
+    const char *mod = env_value(ld->envp, "IOTEDGE_MODULEID");
+    char id[NODE_ID_MAX + 1];
+    size_t n = 0;
+    if (ld->set_at[o - options] != LEVEL_DEFAULT || !dev || !dev[0])
+        return 0;
+    for (const char *p = dev; *p && n < NODE_ID_MAX; p++)
+        id[n++] = (isalnum((unsigned char)*p) || *p == '.' || *p == '-' || *p == '_') ? *p : '-';
+    for (const char *p = mod && mod[0] ? mod : ""; *p && n < NODE_ID_MAX; p++) {
+        if (p == mod && n < NODE_ID_MAX)
+            id[n++] = '.';
+        if (n < NODE_ID_MAX)
+            id[n++] = (isalnum((unsigned char)*p) || *p == '-' || *p == '_') ? *p : '-';
+    }
+    id[n] = '\0';
+    char *copy = strdup(id);
+    if (!copy)
+        return fail(ld, "out of memory");
+    free(ld->cfg.node_id);
+    ld->cfg.node_id = copy;
+    return 0;
+}
+
 static int check_cfg(struct load *ld)
 {
     const struct cfg_listen *admin = &ld->cfg.admin_listen;
+    if (read_token_file(ld) != 0 || iotedge_node_id(ld) != 0)
+        return -1;
     bool v6 = strchr(admin->host, ':') != NULL;
     if (ld->cfg.admin_token[0] == '\0' && !host_is_loopback(admin->host))
         return fail(ld, "admin_token: required because admin_listen %s%s%s:%u is not a "
@@ -1477,7 +1560,7 @@ static enum cfg_result load_all(struct load *ld, int argc, char **argv, char **e
 enum cfg_result cfg_load(struct cfg *cfg, int argc, char **argv, char **envp,
                          FILE *out, char *err, size_t errlen)
 {
-    struct load ld = { .err = err, .errlen = errlen };
+    struct load ld = { .err = err, .errlen = errlen, .envp = envp };
     memset(cfg, 0, sizeof *cfg);
     if (err && errlen)
         err[0] = '\0';

@@ -92,7 +92,8 @@ struct cfg {
     char *config_file;          /* NULL when none was given */
     struct cfg_listen listen;
     struct cfg_listen admin_listen;
-    char *admin_token;          /* "" when unset */
+    char *admin_token;          /* "" when unset; read from admin_token_file when that is set */
+    char *admin_token_file;     /* "" when unset */
     char *cache_dir;
     char *cache_size;           /* "80%" or "20G": see cfg_parse_budget */
     struct cfg_allow *allow;
@@ -119,6 +120,9 @@ struct cfg {
     uint64_t prefetch_concurrency; /* prefetched files fetched at once */
     uint64_t manifest_max_bytes;   /* largest control-plane body */
     uint64_t max_connections;   /* data-plane connections at once */
+    uint64_t client_timeout_ms; /* a client silent (or not reading) this long is dropped */
+    uint64_t header_timeout_ms; /* a request's header block must arrive within this */
+    uint64_t shutdown_grace_ms; /* SIGTERM: responses in progress may finish for this long */
     enum cfg_log_level log_level;
     enum cfg_log_format log_format;
 };

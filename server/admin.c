@@ -281,7 +281,8 @@ static enum MHD_Result route_call(struct admin_req *req, const char *url, const 
         return reply(c, MHD_HTTP_OK, "text/html; charset=utf-8", (char *)edgecache_dashboard,
                      edgecache_dashboard_len, MHD_RESPMEM_PERSISTENT);
     if (strcmp(url, "/healthz") == 0 && get)
-        return reply_text(c, MHD_HTTP_OK, e->stopping ? "stopping\n" : "ok\n");
+        return e->draining ? reply_text(c, MHD_HTTP_SERVICE_UNAVAILABLE, "stopping\n")
+                           : reply_text(c, MHD_HTTP_OK, "ok\n");
     if (!authorised(e, c))
         return reply_text(c, MHD_HTTP_UNAUTHORIZED,
                           "this call needs Authorization: Bearer <admin_token>\n");

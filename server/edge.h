@@ -29,6 +29,7 @@ struct evictor;
 struct forward;
 struct relay;
 struct admin_job;
+struct http_conn;
 
 struct edge {
     const struct cfg *cfg;
@@ -51,6 +52,13 @@ struct edge {
     struct mhduv admin_uv;
     uv_signal_t sig_term;
     uv_signal_t sig_int;
+    uv_signal_t sig_hup;
+    uv_timer_t grace_timer;     /* the shutdown's grace, then its end */
+    uint64_t grace_deadline;    /* uv_now() ms */
+    unsigned active_requests;   /* data-plane requests not yet complete */
+    struct http_conn *conns;    /* data-plane connections (http.c) */
+    uv_timer_t conn_scan;       /* closes connections past their time (http.c) */
+    int draining;               /* SIGTERM came: no new connections, answers finish */
     uv_timer_t housekeeping;    /* access-time batches */
     int touch_flush_running;
     int64_t started;            /* Unix seconds */
@@ -61,6 +69,10 @@ struct edge {
 int http_start(struct edge *e, char *err, size_t errlen);
 /* Stops the data plane: every suspended connection is resumed first. */
 void http_stop(struct edge *e);
+/* Stops accepting data-plane connections (the first step of a stop). */
+void http_quiesce(struct edge *e);
+/* A data-plane request completed (main.c ends a drain with the last one). */
+void edge_request_done(struct edge *e);
 
 int admin_start(struct edge *e, char *err, size_t errlen);
 void admin_stop(struct edge *e);

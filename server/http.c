@@ -21,6 +21,15 @@
  * Suspension: a suspended connection is on exactly one fill's wait list, and
  * only the fill's wake resumes it. Nothing polls.
  *
+ * Connections (struct http_conn, MHD's socket context) are watched against
+ * slow clients: between requests a connection may stay silent (or trickle
+ * its request line) for client_timeout, a request's header block must be
+ * complete within header_timeout of its line, and an answer must make
+ * progress within client_timeout (MHD's own timeout). A connection past
+ * its time is shut down (MHD then closes it). Past max_connections, a new
+ * connection is answered 503 with Retry-After and closed; MHD itself takes
+ * HTTP_CONN_HEADROOM more before it refuses outright.
+ *
  * Thread: loop thread only.
  */
 #include <errno.h>
@@ -29,6 +38,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "cache/catalog.h"
@@ -46,6 +56,18 @@
 #define REQ_MAGIC 0x52657121u
 #define STREAM_MAGIC 0x53747221u
 #define STREAM_BLOCK (64 * 1024)
+#define HTTP_CONN_HEADROOM 64
+#define CONN_SCAN_MS 500
+
+enum conn_phase { CONN_IDLE, CONN_HEADERS, CONN_ACTIVE };
+
+struct http_conn {
+    struct MHD_Connection *conn;
+    struct http_conn *next, *prev;  /* the edge's connections */
+    enum conn_phase phase;
+    uint64_t since;                 /* uv_now() ms the phase began */
+    int over_limit;                 /* opened past max_connections: answered 503 */
+};
 
 struct http_req {
     unsigned magic;
@@ -63,6 +85,7 @@ struct http_req {
     char *refuse_reason;
     int is_head;
     int headers_seen;               /* the access handler was called once */
+    struct http_conn *hc;           /* its connection */
     uint64_t cache_bytes;           /* body bytes of a sendfile answer */
     uint64_t *cache_bytes_counter;  /* where they count once sent */
 };
@@ -160,6 +183,10 @@ static enum MHD_Result respond_text(struct http_req *r, unsigned status, const c
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; charset=utf-8");
     if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
+    if (status == MHD_HTTP_SERVICE_UNAVAILABLE)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "5");
+    if (r->e->draining || status == MHD_HTTP_SERVICE_UNAVAILABLE)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ret = MHD_queue_response(r->conn, status, resp);
     MHD_destroy_response(resp);
     if (status >= 400)
@@ -260,6 +287,8 @@ static enum MHD_Result queue(struct http_req *r, unsigned status, struct MHD_Res
     if (!resp)
         return respond_text(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
     add_fields(r->e, resp, status, rp);
+    if (r->e->draining)             /* stopping: this client should go elsewhere next */
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ret = MHD_queue_response(r->conn, status, resp);
     MHD_destroy_response(resp);
     return ret;
@@ -656,7 +685,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
          * call (it has not yet read the request to its end): answer from
          * the second, which keeps connections alive between requests. */
         r->headers_seen = 1;
+        if (r->hc) {
+            r->hc->phase = CONN_ACTIVE;
+            r->hc->since = uv_now(r->e->loop);
+        }
         return MHD_YES;
+    }
+    if (r->hc && r->hc->over_limit && !r->refuse_status) {
+        r->e->stats.connections_refused++;
+        return respond_text(r, MHD_HTTP_SERVICE_UNAVAILABLE, "edgecache has max_connections "
+                            "connections open; try again shortly (config key: max_connections)");
     }
     if (!r->routed) {
         r->routed = 1;
@@ -687,7 +725,15 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     r->target = strdup(uri);
     r->waiter.wake = req_wake;
     r->fields = (struct hdr_source){conn, fields_get, fields_each};
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    r->hc = ci ? ci->socket_context : NULL;
+    if (r->hc) {
+        r->hc->phase = CONN_HEADERS;
+        r->hc->since = uv_now(r->e->loop);
+    }
     r->a.fd = r->a.backup_fd = -1;
+    r->e->active_requests++;
     return r;
 }
 
@@ -703,6 +749,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
         *r->cache_bytes_counter += r->cache_bytes;
     if (r->a.fill)
         fill_unwait(r->a.fill, &r->waiter);
+    if (r->hc) {
+        r->hc->phase = CONN_IDLE;
+        r->hc->since = uv_now(r->e->loop);
+    }
     lookup_answer_free(&r->a);
     relay_release(&r->relay);
     free(r->refuse_reason);
@@ -710,18 +760,69 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
         route_target_free(&r->rt);
     free(r->target);
     r->magic = 0;
+    struct edge *e = r->e;
     free(r);
+    e->active_requests--;
+    edge_request_done(e);
 }
 
 static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_ctx,
                           enum MHD_ConnectionNotificationCode code)
 {
     struct edge *e = cls;
-    (void)conn, (void)socket_ctx;
-    if (code == MHD_CONNECTION_NOTIFY_STARTED)
+    struct http_conn *hc = *socket_ctx;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
         e->stats.connections++;
+        hc = calloc(1, sizeof *hc);
+        if (!hc)
+            return;                 /* not watched; MHD's own timeout still holds */
+        hc->conn = conn;
+        hc->since = uv_now(e->loop);
+        hc->over_limit = e->stats.connections > e->cfg->max_connections;
+        hc->next = e->conns;
+        if (e->conns)
+            e->conns->prev = hc;
+        e->conns = hc;
+        *socket_ctx = hc;
+        return;
+    }
+    e->stats.connections--;
+    if (!hc)
+        return;
+    if (hc->prev)
+        hc->prev->next = hc->next;
     else
-        e->stats.connections--;
+        e->conns = hc->next;
+    if (hc->next)
+        hc->next->prev = hc->prev;
+    *socket_ctx = NULL;
+    free(hc);
+}
+
+/* Shuts down connections past their time (see the top of this file). */
+static void on_conn_scan(uv_timer_t *t)
+{
+    struct edge *e = t->data;
+    uint64_t now = uv_now(e->loop);
+    for (struct http_conn *hc = e->conns; hc; hc = hc->next) {
+        uint64_t limit = hc->phase == CONN_HEADERS ? e->cfg->header_timeout_ms
+                         : hc->phase == CONN_IDLE  ? e->cfg->client_timeout_ms
+                                                   : 0;
+        if (!limit || now - hc->since <= limit)
+            continue;
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(hc->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (!ci)
+            continue;
+        log_msg(&e->log, LOG_INFO, "http", "closing a connection whose %s did not arrive "
+                "within %llu ms (config key: %s)",
+                hc->phase == CONN_HEADERS ? "header fields" : "request",
+                (unsigned long long)limit,
+                hc->phase == CONN_HEADERS ? "header_timeout" : "client_timeout");
+        shutdown(ci->connect_fd, SHUT_RDWR);
+        e->stats.slow_clients_dropped++;
+        hc->phase = CONN_ACTIVE;    /* once */
+    }
 }
 
 int http_start(struct edge *e, char *err, size_t errlen)
@@ -732,7 +833,8 @@ int http_start(struct edge *e, char *err, size_t errlen)
         {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, e},
         {MHD_OPTION_END, 0, NULL},
     };
-    e->data_daemon = edge_listen(e, &e->cfg->listen, (unsigned)e->cfg->max_connections,
+    e->data_daemon = edge_listen(e, &e->cfg->listen,
+                                 (unsigned)e->cfg->max_connections + HTTP_CONN_HEADROOM,
                                  on_request, e, extra, err, errlen);
     if (!e->data_daemon)
         return -1;
@@ -741,7 +843,19 @@ int http_start(struct edge *e, char *err, size_t errlen)
         snprintf(err, errlen, "listen: %s", uv_strerror(rc));
         return -1;
     }
+    uv_timer_init(e->loop, &e->conn_scan);
+    e->conn_scan.data = e;
+    uv_timer_start(&e->conn_scan, on_conn_scan, CONN_SCAN_MS, CONN_SCAN_MS);
     return 0;
+}
+
+void http_quiesce(struct edge *e)
+{
+    if (!e->data_daemon)
+        return;
+    MHD_socket fd = MHD_quiesce_daemon(e->data_daemon);
+    if (fd != MHD_INVALID_SOCKET)
+        close(fd);
 }
 
 void http_stop(struct edge *e)
@@ -756,6 +870,8 @@ void http_stop(struct edge *e)
     unsigned left = mhduv_drain(&e->data_uv, 16);
     if (left)
         log_msg(&e->log, LOG_ERROR, "http", "%u connections still suspended at shutdown", left);
+    uv_timer_stop(&e->conn_scan);
+    uv_close((uv_handle_t *)&e->conn_scan, NULL);
     mhduv_stop(&e->data_uv, NULL);
     MHD_stop_daemon(e->data_daemon);
     e->data_daemon = NULL;

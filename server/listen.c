@@ -13,6 +13,8 @@ static void mhd_logger(void *cls, const char *fmt, va_list ap)
     struct edge *e = cls;
     char line[512];
     vsnprintf(line, sizeof line, fmt, ap);
+    if (strstr(line, "Too many open files"))
+        e->stats.resource_errors++;     /* accept() failed: EMFILE or ENFILE */
     size_t n = strlen(line);
     while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
         line[--n] = '\0';
@@ -52,7 +54,7 @@ struct MHD_Daemon *edge_listen(struct edge *e, const struct cfg_listen *where,
         MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, e,  /* MHD wants it first */
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
         MHD_OPTION_CONNECTION_LIMIT, conn_limit,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)((e->cfg->client_timeout_ms + 999) / 1000),
         MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
         /* main() ignores SIGPIPE: this lets MHD use sendfile() for hits */
         MHD_OPTION_SIGPIPE_HANDLED_BY_APP, (int)1,

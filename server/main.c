@@ -60,12 +60,17 @@ static void on_housekeeping(uv_timer_t *t)
     }
 }
 
-static void edge_stop(struct edge *e)
+/* The end of a stop: fills are abandoned (their readers cut), every
+ * connection is closed, the handles go. The loop then runs out. */
+static void edge_finish_stop(struct edge *e)
 {
     if (e->stopping)
         return;
     e->stopping = 1;
-    log_msg(&e->log, LOG_INFO, "main", "stopping");
+    log_msg(&e->log, LOG_INFO, "main", "stopping now: %u answers still in progress",
+            e->active_requests);
+    uv_timer_stop(&e->grace_timer);
+    uv_close((uv_handle_t *)&e->grace_timer, NULL);
     prefetch_close(&e->prefetch);
     forward_stop_all(e);
     http_stop(e);
@@ -75,12 +80,57 @@ static void edge_stop(struct edge *e)
     uv_close((uv_handle_t *)&e->housekeeping, NULL);
     uv_close((uv_handle_t *)&e->sig_term, NULL);
     uv_close((uv_handle_t *)&e->sig_int, NULL);
+    uv_close((uv_handle_t *)&e->sig_hup, NULL);
+}
+
+static void on_grace(uv_timer_t *t)
+{
+    struct edge *e = t->data;
+    if (e->active_requests && uv_now(e->loop) < e->grace_deadline) {
+        uv_timer_start(t, on_grace, 100, 0);
+        return;
+    }
+    edge_finish_stop(e);
+}
+
+void edge_request_done(struct edge *e)
+{
+    if (e->draining && !e->stopping && e->active_requests == 0)
+        uv_timer_start(&e->grace_timer, on_grace, 0, 0);
+}
+
+/* SIGTERM or SIGINT: stop accepting, let the answers in progress finish
+ * for up to shutdown_grace (each new one on a kept-alive connection says
+ * Connection: close), then finish the stop. Background work (prefetches,
+ * manifests for the parent) is dropped at once: deployments are kept in
+ * the index and queued again at the next start. A second signal stops
+ * without waiting. */
+static void edge_stop(struct edge *e)
+{
+    if (e->draining) {
+        edge_finish_stop(e);
+        return;
+    }
+    e->draining = 1;
+    log_msg(&e->log, LOG_INFO, "main", "stopping: no new connections; %u answers in progress "
+            "may finish within %llu ms (config key: shutdown_grace)", e->active_requests,
+            (unsigned long long)e->cfg->shutdown_grace_ms);
+    http_quiesce(e);
+    prefetch_close(&e->prefetch);
+    forward_stop_all(e);
+    e->grace_deadline = uv_now(e->loop) + e->cfg->shutdown_grace_ms;
+    uv_timer_start(&e->grace_timer, on_grace, e->active_requests ? 100 : 0, 0);
 }
 
 static void on_signal(uv_signal_t *s, int signum)
 {
-    (void)signum;
-    edge_stop(s->data);
+    struct edge *e = s->data;
+    if (signum == SIGHUP) {
+        log_msg(&e->log, LOG_INFO, "main", "SIGHUP: nothing to reopen (edgecache logs to "
+                "stderr); ignored");
+        return;
+    }
+    edge_stop(e);
 }
 
 static int open_storage(struct edge *e, char *err, size_t errlen)
@@ -143,11 +193,15 @@ static int edge_start(struct edge *e, char *err, size_t errlen)
     uv_timer_init(e->loop, &e->housekeeping);
     e->housekeeping.data = e;
     uv_timer_start(&e->housekeeping, on_housekeeping, TOUCH_FLUSH_MS, TOUCH_FLUSH_MS);
+    uv_timer_init(e->loop, &e->grace_timer);
+    e->grace_timer.data = e;
     uv_signal_init(e->loop, &e->sig_term);
     uv_signal_init(e->loop, &e->sig_int);
-    e->sig_term.data = e->sig_int.data = e;
+    uv_signal_init(e->loop, &e->sig_hup);
+    e->sig_term.data = e->sig_int.data = e->sig_hup.data = e;
     uv_signal_start(&e->sig_term, on_signal, SIGTERM);
     uv_signal_start(&e->sig_int, on_signal, SIGINT);
+    uv_signal_start(&e->sig_hup, on_signal, SIGHUP);
     log_msg(&e->log, LOG_INFO, "main",
             "edgecache %s serving on %s:%u, control plane on %s:%u, cache %s (%llu objects, %llu bytes)",
             EDGECACHE_VERSION, e->cfg->listen.host, e->cfg->listen.port, e->cfg->admin_listen.host,

@@ -4,15 +4,19 @@
 static void on_poll(uv_poll_t *h, int status, int events);
 static void on_timer(uv_timer_t *t);
 
+/* MHD runs at least once a second: after accept() failed for want of
+ * file descriptors, MHD takes its listen socket out of its epoll set and
+ * puts it back only from within a later run, which no event would cause. */
+#define MHDUV_MAX_SLEEP_MS 1000
+
 static void rearm(struct mhduv *m)
 {
     MHD_UNSIGNED_LONG_LONG ms = 0;
     if (!m->running)
         return;
-    if (MHD_get_timeout(m->daemon, &ms) == MHD_YES)
-        uv_timer_start(&m->timer, on_timer, (uint64_t)ms, 0);
-    else
-        uv_timer_stop(&m->timer);
+    if (MHD_get_timeout(m->daemon, &ms) != MHD_YES || ms > MHDUV_MAX_SLEEP_MS)
+        ms = MHDUV_MAX_SLEEP_MS;
+    uv_timer_start(&m->timer, on_timer, (uint64_t)ms, 0);
 }
 
 void mhduv_run(struct mhduv *m)

@@ -5,7 +5,8 @@
  * epoll set of listening and client sockets, and exposes that set's fd.
  * We watch that one fd with a uv_poll_t and call MHD_run() when it is
  * readable, and arm a uv_timer_t with MHD_get_timeout() after every run for
- * connection timeouts and buffered work. mhduv_kick() schedules a run on the
+ * connection timeouts and buffered work (at most a second apart: see
+ * mhd_uv.c). mhduv_kick() schedules a run on the
  * next loop turn (after MHD_resume_connection, which MHD only acts on inside
  * MHD_run). No thread of MHD's own exists; nothing polls when idle.
  *

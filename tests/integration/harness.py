@@ -525,7 +525,7 @@ class Edgecache:
                 return False
         wait_for(ready, timeout, interval=0.05, what="edgecache /healthz")
 
-    def stop(self, timeout=10):
+    def stop(self, timeout=30):
         """SIGTERM, then wait. Returns the exit code."""
         self.process.signal(signal.SIGTERM)
         try:

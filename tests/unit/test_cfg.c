@@ -657,11 +657,12 @@ static void test_version(void **state)
 }
 
 static const char *const all_keys[] = {
-    "listen", "admin_listen", "admin_token", "cache_dir", "cache_size", "allow", "immutable",
+    "listen", "admin_listen", "admin_token", "admin_token_file", "cache_dir", "cache_size", "allow", "immutable",
     "refresh", "max_redirects", "heuristic_max_age", "stale_if_error", "route", "node_id",
     "parent", "parent_fallback_to_origin", "parent_admin_url", "parent_admin_token",
     "advertise_url", "connect_timeout", "stall_timeout", "resume_attempts", "require_verified",
-    "prefetch_concurrency", "manifest_max_bytes", "max_connections", "log_level", "log_format",
+    "prefetch_concurrency", "manifest_max_bytes", "max_connections", "client_timeout",
+    "header_timeout", "shutdown_grace", "log_level", "log_format",
 };
 #define N_KEYS (sizeof all_keys / sizeof all_keys[0])
 
@@ -744,6 +745,38 @@ static bool is_example_setting(const char *line, size_t n)
     const char *eq = memchr(line, '=', n);
     return n > 2 && line[0] == '#' && line[1] >= 'a' && line[1] <= 'z' && eq &&
            (size_t)(eq - line) + 2 < n && eq[-1] == ' ' && eq[1] == ' ';
+}
+
+/* admin_token_file: the token comes from a file (a container secret). */
+static void test_admin_token_file(void **state)
+{
+    struct fx *fx = *state;
+    struct cfg c;
+    char err[ERRLEN];
+    char *tok = write_file(fx, "token", "s3cret-token\n");
+    load_ok(&c, ARGV("--admin-token-file", tok, "--admin-listen", "0.0.0.0:8081"), NOENV);
+    assert_string_equal(c.admin_token, "s3cret-token");
+    cfg_free(&c);
+    load_err(ARGV("--admin-token-file", tok, "--admin-token", "x"), NOENV, err);
+    assert_contains(err, "admin_token_file");
+    load_err(ARGV("--admin-token-file", "/nonexistent/token"), NOENV, err);
+    assert_contains(err, "admin_token_file: cannot read /nonexistent/token");
+    load_err(ARGV("--admin-token-file", write_file(fx, "empty", "\n")), NOENV, err);
+    assert_contains(err, "holds no token");
+}
+
+/* On IoT Edge the node id defaults to the device and module ids, which
+ * outlive the container; an explicit node_id wins. */
+static void test_iotedge_node_id(void **state)
+{
+    struct cfg c;
+    (void)state;
+    load_ok(&c, ARGV0, ENV("IOTEDGE_DEVICEID=plant-4 gw/1", "IOTEDGE_MODULEID=edgecache"));
+    assert_string_equal(c.node_id, "plant-4-gw-1.edgecache");
+    cfg_free(&c);
+    load_ok(&c, ARGV("--node-id", "l3"), ENV("IOTEDGE_DEVICEID=plant-4"));
+    assert_string_equal(c.node_id, "l3");
+    cfg_free(&c);
 }
 
 static void test_example_file(void **state)
@@ -930,7 +963,7 @@ int main(void)
         T(test_parse_listen), T(test_parse_allow), T(test_routes),
         T(test_enums_and_numbers), T(test_file_errors), T(test_env_errors),
         T(test_argv_errors), T(test_admin_token), T(test_help), T(test_version),
-        T(test_markdown), T(test_example_file), T(test_cfg_free_leaves_nothing), T(test_log_text),
+        T(test_markdown), T(test_example_file), T(test_admin_token_file), T(test_iotedge_node_id), T(test_cfg_free_leaves_nothing), T(test_log_text),
         T(test_log_json), T(test_log_long_line), T(test_log_null_logger),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
