@@ -35,6 +35,7 @@ struct cat_blob {
     char sha256[65];
     uint64_t size;
     struct cat_resp *resps;
+    uint64_t added_seq;             /* the last commit of it (0: loaded, or sideloaded) */
 };
 
 enum op_kind { OP_UPDATE, OP_DROP_KEY, OP_MAP };
@@ -544,9 +545,8 @@ void catalog_counts(const struct catalog *c, uint64_t *keys, uint64_t *responses
 /* ---- changes --------------------------------------------------------------------- */
 
 const struct cat_resp *catalog_put(struct catalog *c, const struct index_response *ir,
-                                   int new_blob)
+                                   uint64_t seq)
 {
-    (void)new_blob;
     struct cat_resp *r = resp_new(ir);
     if (!r || list(c, r, NULL) != 0) {
         if (r)
@@ -555,6 +555,9 @@ const struct cat_resp *catalog_put(struct catalog *c, const struct index_respons
                 "listed (the next request fetches it again)", ir->key);
         return NULL;
     }
+    struct cat_blob *b = blob_find(c, r->sha256);
+    if (b && seq > b->added_seq)
+        b->added_seq = seq;
     return r;
 }
 
@@ -658,9 +661,14 @@ void catalog_blob_added(struct catalog *c, const char *sha256, uint64_t size)
 
 void catalog_blob_removed(struct catalog *c, const char *sha256)
 {
+    catalog_blob_removed_at(c, sha256, UINT64_MAX);
+}
+
+void catalog_blob_removed_at(struct catalog *c, const char *sha256, uint64_t seq)
+{
     struct cat_blob *b = blob_find(c, sha256);
-    if (!b)
-        return;
+    if (!b || b->added_seq > seq)
+        return;                     /* unknown, or committed again after the removal */
     while (b->resps) {
         struct cat_resp *r = b->resps;
         struct cat_key *k = key_find(c, r->key);

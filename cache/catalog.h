@@ -115,11 +115,12 @@ void cat_resp_unref(const struct cat_resp **r);
 /* ---- changes (each made now, written behind) ----------------------------------- */
 
 /* A response a fill committed (its row and blob are written): it replaces
- * the key's response of the same variant. new_blob: the commit created the
- * blob's row. Returns the listed snapshot (borrowed), or NULL (out of
- * memory: the next request fetches again). */
+ * the key's response of the same variant. seq: the commit's number in the
+ * store's order of commits and removals (store_commit_recorded). Returns
+ * the listed snapshot (borrowed), or NULL (out of memory: the next request
+ * fetches again). */
 const struct cat_resp *catalog_put(struct catalog *c, const struct index_response *r,
-                                   int new_blob);
+                                   uint64_t seq);
 /* A 304 for `old`: a new snapshot with the updated header block and
  * freshness replaces it, and the index row is updated behind. Returns the
  * new snapshot with a reference for the caller, or NULL (old stays). */
@@ -144,5 +145,8 @@ void catalog_expect_all(struct catalog *c, const struct index_expectation *e, si
  * eviction, a purge): the latter forgets every response of it. */
 void catalog_blob_added(struct catalog *c, const char *sha256, uint64_t size);
 void catalog_blob_removed(struct catalog *c, const char *sha256);
+/* A removal numbered seq (store_blob_remove_recorded): ignored when a
+ * commit of the same blob came after it (the blob is there again). */
+void catalog_blob_removed_at(struct catalog *c, const char *sha256, uint64_t seq);
 
 #endif

@@ -22,22 +22,39 @@ struct evictor {
     int closing;
     uint64_t to_free;               /* the job's target */
     uint64_t freed_bytes, freed_objects;
-    char (*freed)[65];              /* the job's removed blobs, for the catalog */
+    struct removed *freed;          /* the job's removed blobs, for the catalog */
     size_t n_freed, cap_freed;
 };
 
+struct removed {
+    char sha256[65];
+    uint64_t seq;                   /* the store's number of the removal */
+};
+
 /* Remembers a removed blob (thread pool; the loop reads it after). */
-static void remember(struct evictor *ev, const char *sha256)
+static void remember(struct evictor *ev, const char *sha256, uint64_t seq)
 {
     if (ev->n_freed == ev->cap_freed) {
         size_t cap = ev->cap_freed ? 2 * ev->cap_freed : 256;
-        char (*p)[65] = realloc(ev->freed, cap * sizeof *p);
+        struct removed *p = realloc(ev->freed, cap * sizeof *p);
         if (!p)
             return;                 /* the catalog finds the blob missing at its next use */
         ev->freed = p;
         ev->cap_freed = cap;
     }
-    memcpy(ev->freed[ev->n_freed++], sha256, 65);
+    memcpy(ev->freed[ev->n_freed].sha256, sha256, 65);
+    ev->freed[ev->n_freed++].seq = seq;
+}
+
+struct drop_ctx {
+    struct index *index;
+    const char *sha256;
+};
+
+static int drop_rows(void *ctx)
+{
+    struct drop_ctx *d = ctx;
+    return index_drop_object(d->index, d->sha256);
 }
 
 int evict_open(struct evictor **out, const struct evict_env *env, char *err, size_t errlen)
@@ -83,13 +100,17 @@ static void evict_work(uv_work_t *w)
         if (index_lru(ev->env.index, EVICT_BATCH, batch, &n) != 0 || n == 0)
             return;                         /* nothing unpinned left (or the index failed) */
         for (size_t i = 0; i < n && ev->freed_bytes < ev->to_free; i++) {
-            int rc = store_blob_remove(ev->env.store, batch[i].sha256);
-            if (index_drop_object(ev->env.index, batch[i].sha256) != 0)
-                return;                     /* logged by the index */
+            /* file and rows together, never between a commit's two halves */
+            struct drop_ctx d = {ev->env.index, batch[i].sha256};
+            uint64_t seq = 0;
+            int rc = store_blob_remove_recorded(ev->env.store, batch[i].sha256, drop_rows, &d,
+                                                &seq);
+            if (rc == -EIO)
+                return;                     /* the index failed (logged) */
             if (rc == 0 || rc == -ENOENT) {     /* -ENOENT: the row was all there was */
                 ev->freed_bytes += batch[i].size;
                 ev->freed_objects++;
-                remember(ev, batch[i].sha256);
+                remember(ev, batch[i].sha256, seq);
             }
         }
     }
@@ -102,7 +123,7 @@ static void evict_after(uv_work_t *w, int status)
     (void)status;
     ev->running = 0;
     for (size_t i = 0; ev->env.catalog && i < ev->n_freed; i++)
-        catalog_blob_removed(ev->env.catalog, ev->freed[i]);    /* counts objects and bytes */
+        catalog_blob_removed_at(ev->env.catalog, ev->freed[i].sha256, ev->freed[i].seq);
     ev->n_freed = 0;
     st->evicted_objects += ev->freed_objects;
     st->evicted_bytes += ev->freed_bytes;

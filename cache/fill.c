@@ -569,8 +569,10 @@ void fill_info(const struct fill *fl, struct fill_info *out)
         .upstream_cache_status = fl->upstream_cs,
         .redirects = (const char *const *)fl->redirects,
         .n_redirects = fl->n_redirects,
-        /* every reference but the table's and a running commit's is a reader */
-        .readers = fl->refs - (unsigned)fl->in_table - (fl->state == FILL_COMMITTING),
+        /* every reference but the table's, a running commit's and the wake list's
+         * is a reader */
+        .readers = fl->refs - (unsigned)fl->in_table - (fl->state == FILL_COMMITTING)
+                   - (unsigned)fl->wake_queued,
     };
 }
 
@@ -717,20 +719,27 @@ void fill__commit(struct fill *fl)
     }
 }
 
+/* The index row, written under the store's lock right after the blob
+ * appears (see store_commit_recorded). */
+static int record_row(void *ctx)
+{
+    struct fill *fl = ctx;
+    struct index_response r;
+    commit_row(fl, &r);
+    return index_commit_response(fl->owner->env.index, &r, fill__now(), verified_by(fl),
+                                 &fl->new_object);
+}
+
 /* Thread pool: fsync, rename, index row. Touches only what no loop-thread
  * code changes while the fill is COMMITTING. */
 static void commit_work(uv_work_t *w)
 {
     struct fill *fl = w->data;
     const struct fills_env *env = &fl->owner->env;
-    struct index_response r;
-    fl->commit_rc = store_commit(env->store, fl->fd, fl->tmp_path, fl->sha_hex);
-    if (fl->commit_rc != 0)
-        return;
-    fl->renamed = 1;
-    commit_row(fl, &r);
-    if (index_commit_response(env->index, &r, fill__now(), verified_by(fl), &fl->new_object) != 0)
-        fl->commit_rc = -EIO;
+    fl->commit_rc = store_commit_recorded(env->store, fl->fd, fl->tmp_path, fl->sha_hex,
+                                          record_row, fl, &fl->commit_seq);
+    if (fl->commit_rc == 0 || access(fl->tmp_path, F_OK) != 0)
+        fl->renamed = 1;            /* the temp file is a blob now (or gone) */
 }
 
 static void commit_after(uv_work_t *w, int status)
@@ -744,7 +753,7 @@ static void commit_after(uv_work_t *w, int status)
         fl->stored = 1;
         env->stats->fills_completed++;
         if (env->catalog)
-            catalog_put(env->catalog, &r, fl->new_object);
+            catalog_put(env->catalog, &r, fl->commit_seq);
         if (fl->new_object)
             evict_check(env->evictor);
         log_msg(env->log, LOG_INFO, "fill", "stored %s: status %ld, %llu bytes, sha256 %s",

@@ -110,6 +110,7 @@ struct fill {
     char *row_block;                /* the stored header block, for the commit */
     int commit_rc;
     int new_object;
+    uint64_t commit_seq;            /* the store's number of the commit */
     int in_flight;
 };
 

@@ -225,15 +225,56 @@ static enum parse_result parts_read(CURLU *u, struct url_parts *p)
     return p->port == 0 || p->host[0] == '\0' ? PARSE_BAD : PARSE_OK;
 }
 
+static int hexval(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* url with every percent-encoded unreserved character of its path
+ * decoded (RFC 3986 §6.2.2.2: "%2e" is "."), so that dot segments spelt
+ * encoded are removed like the others (a route's "/o/%2e%2e/x" must not
+ * reach "/x" at the origin) and equal paths give one key. Reserved
+ * characters ("%2F") stay encoded. malloc'd, or NULL. */
+static char *decode_unreserved(const char *url)
+{
+    char *out = strdup(url);
+    if (!out)
+        return NULL;
+    char *scheme_end = strstr(out, "://");
+    char *p = scheme_end ? scheme_end + 3 : out;
+    p += strcspn(p, "/?#");                 /* the path starts after the authority */
+    char *w = p;
+    while (*p && *p != '?' && *p != '#') {
+        int hi, lo;
+        if (p[0] == '%' && (hi = hexval(p[1])) >= 0 && (lo = hexval(p[2])) >= 0) {
+            char c = (char)(hi << 4 | lo);
+            if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')
+                || c == '-' || c == '.' || c == '_' || c == '~') {
+                *w++ = c;
+                p += 3;
+                continue;
+            }
+        }
+        *w++ = *p++;
+    }
+    memmove(w, p, strlen(p) + 1);
+    return out;
+}
+
 /* Parses an absolute URL. On anything but PARSE_OK, *p is left empty. */
-static enum parse_result parts_parse(const char *url, struct url_parts *p)
+static enum parse_result parts_parse(const char *url_in, struct url_parts *p)
 {
     memset(p, 0, sizeof *p);
-    CURLU *u = curl_url();
-    if (!u)
+    char *url = decode_unreserved(url_in);
+    CURLU *u = url ? curl_url() : NULL;
+    if (!u) {
+        free(url);
         return PARSE_BAD;
+    }
     enum parse_result r = PARSE_BAD;
     CURLUcode rc = curl_url_set(u, CURLUPART_URL, url, 0);
+    free(url);
     if (rc == CURLUE_UNSUPPORTED_SCHEME)
         r = PARSE_SCHEME;
     else if (rc == CURLUE_OK)

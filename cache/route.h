@@ -23,8 +23,11 @@
  *   DO's own: cacheHostOrigin cacheHostFallback
  * A query left empty is dropped with its '?'. The origin URL keeps the
  * authorising parameters (the upstream needs them) and loses only DO's own.
- * Percent-encoding is kept as sent (never decoded nor re-encoded), so the
- * same bytes in any shape give the same key. User info ("user:pw@") and a
+ * Percent-encoding is kept as sent (never re-encoded), but for unreserved
+ * characters in the path, which are decoded (RFC 3986 §6.2.2.2: "%2e" is
+ * ".", "%41" is "A") before dot segments are removed, so an encoded
+ * "%2e%2e" cannot leave a route prefix and equal paths give one key; the
+ * query is never decoded. The same bytes in any shape give the same key. User info ("user:pw@") and a
  * fragment are dropped from both; an IPv6 zone id is refused (ROUTE_BAD).
  * A PREFIX path has its dot segments removed before the prefix is matched,
  * so "/debian/../x" cannot leave its route.

@@ -19,6 +19,7 @@
 #include "cache/store.h"
 
 #include <dirent.h>
+#include <pthread.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -33,6 +34,11 @@
 
 #define HEX_LEN 64
 #define RECOVER_BATCH 1024              /* index rows per transaction */
+
+struct store_sync {
+    pthread_mutex_t lock;
+    uint64_t seq;
+};
 
 /* A well-named blob found under blobs/. */
 struct found_blob {
@@ -92,10 +98,13 @@ int store_open(struct store *s, const char *cache_dir, const struct logger *log,
 {
     memset(s, 0, sizeof *s);
     s->log = log;
+    s->sync = calloc(1, sizeof *s->sync);
+    if (s->sync)
+        pthread_mutex_init(&s->sync->lock, NULL);
     s->dir = strdup(cache_dir);
     s->blobs_dir = path_join(cache_dir, "blobs");
     s->tmp_dir = path_join(cache_dir, "tmp");
-    if (!s->dir || !s->blobs_dir || !s->tmp_dir) {
+    if (!s->dir || !s->blobs_dir || !s->tmp_dir || !s->sync) {
         snprintf(err, errlen, "cache_dir %s: out of memory", cache_dir);
         store_close(s);
         return -1;
@@ -112,6 +121,11 @@ int store_open(struct store *s, const char *cache_dir, const struct logger *log,
 
 void store_close(struct store *s)
 {
+    if (s->sync) {
+        pthread_mutex_destroy(&s->sync->lock);
+        free(s->sync);
+        s->sync = NULL;
+    }
     free(s->dir);
     free(s->blobs_dir);
     free(s->tmp_dir);
@@ -223,6 +237,49 @@ int store_temp_create(const struct store *s, char *path_out, size_t outlen)
 
 int store_commit(const struct store *s, int fd, const char *tmp_path, const char *hex)
 {
+    return store_commit_recorded(s, fd, tmp_path, hex, NULL, NULL, NULL);
+}
+
+static void sync_lock(const struct store *s, uint64_t *seq)
+{
+    if (s->sync)
+        pthread_mutex_lock(&s->sync->lock);
+    if (s->sync && seq)
+        *seq = ++s->sync->seq;
+}
+
+static void sync_unlock(const struct store *s)
+{
+    if (s->sync)
+        pthread_mutex_unlock(&s->sync->lock);
+}
+
+/* The blob's name appears (or is found there already) and record() runs
+ * under the store's lock, so that no removal of the same blob comes
+ * between the file and its index row. */
+static int publish(const struct store *s, const char *tmp_path, const char *blob,
+                   const char *cd, int (*record)(void *), void *ctx, uint64_t *seq)
+{
+    int rc = 0;
+    sync_lock(s, seq);
+    if (access(blob, F_OK) == 0) {
+        /* Same name, same bytes: keep the blob that readers may hold. */
+        if (unlink(tmp_path) != 0)
+            rc = commit_failed(s, tmp_path, blob, "remove the duplicate", -errno);
+    } else if (rename(tmp_path, blob) != 0) {
+        rc = commit_failed(s, tmp_path, blob, "rename into place", -errno);
+    } else if ((rc = fsync_dir(cd)) != 0) {
+        rc = commit_failed(s, tmp_path, blob, "fsync the blob's directory", rc);
+    }
+    if (rc == 0 && record && record(ctx) != 0)
+        rc = -EIO;
+    sync_unlock(s);
+    return rc;
+}
+
+int store_commit_recorded(const struct store *s, int fd, const char *tmp_path, const char *hex,
+                          int (*record)(void *ctx), void *ctx, uint64_t *seq)
+{
     char ab[PATH_MAX], cd[PATH_MAX], blob[PATH_MAX];
     int rc;
 
@@ -235,17 +292,7 @@ int store_commit(const struct store *s, int fd, const char *tmp_path, const char
         return commit_failed(s, tmp_path, blob, "fsync the temp file", -errno);
     if ((rc = ensure_dir(s->blobs_dir, ab)) != 0 || (rc = ensure_dir(ab, cd)) != 0)
         return commit_failed(s, tmp_path, blob, "create the blob's directory", rc);
-    if (access(blob, F_OK) == 0) {
-        /* Same name, same bytes: keep the blob that readers may hold. */
-        if (unlink(tmp_path) != 0)
-            return commit_failed(s, tmp_path, blob, "remove the duplicate", -errno);
-        return 0;
-    }
-    if (rename(tmp_path, blob) != 0)
-        return commit_failed(s, tmp_path, blob, "rename into place", -errno);
-    if ((rc = fsync_dir(cd)) != 0)
-        return commit_failed(s, tmp_path, blob, "fsync the blob's directory", rc);
-    return 0;
+    return publish(s, tmp_path, blob, cd, record, ctx, seq);
 }
 
 /* Logs which step of a commit failed and returns rc (-errno). */
@@ -312,12 +359,24 @@ int store_blob_open(const struct store *s, const char *hex, uint64_t *size)
 
 int store_blob_remove(const struct store *s, const char *hex)
 {
+    return store_blob_remove_recorded(s, hex, NULL, NULL, NULL);
+}
+
+int store_blob_remove_recorded(const struct store *s, const char *hex,
+                               int (*record)(void *ctx), void *ctx, uint64_t *seq)
+{
     char path[PATH_MAX];
+    int rc;
 
     if (!is_lower_hex(hex, HEX_LEN))
         return -EINVAL;
     store_blob_path(s, hex, path, sizeof path);
-    return unlink(path) == 0 ? 0 : -errno;
+    sync_lock(s, seq);
+    rc = unlink(path) == 0 ? 0 : -errno;
+    if ((rc == 0 || rc == -ENOENT) && record && record(ctx) != 0)
+        rc = -EIO;
+    sync_unlock(s);
+    return rc;
 }
 
 /* ---- recovery ----------------------------------------------------------- */

@@ -17,7 +17,8 @@
  * Thread: store_commit() and store_recover() block on disk and run on the
  * libuv thread pool (or at start-up, before the loop runs); the rest is
  * cheap and may run on the loop thread. The struct is read-only after
- * store_open(), so any thread may use it.
+ * store_open() but for its lock (struct store_sync), so any thread may use
+ * it.
  */
 #ifndef EDGECACHE_STORE_H
 #define EDGECACHE_STORE_H
@@ -28,8 +29,14 @@
 
 struct index;
 
+/* Serialises a blob's appearance with its index row against a blob's
+ * removal with its rows (a commit and an eviction of the same bytes), and
+ * numbers them, so the loop can tell which came last. */
+struct store_sync;
+
 struct store {
     char *dir;                  /* cache_dir, owned */
+    struct store_sync *sync;    /* owned; the only part that changes after open */
     char *blobs_dir;            /* <dir>/blobs, owned */
     char *tmp_dir;              /* <dir>/tmp, owned */
     const struct logger *log;   /* not owned */
@@ -61,6 +68,15 @@ int store_temp_create(const struct store *s, char *path_out, size_t outlen);
  * visible under blobs/. */
 int store_commit(const struct store *s, int fd, const char *tmp_path, const char *hex);
 
+/* The same, with record(ctx) (the index row) run once the blob is in
+ * place, under the store's lock, which store_blob_remove_recorded() takes
+ * too: a removal of the same blob comes wholly before or after. *seq (may
+ * be NULL) receives this step's number in the order of such steps.
+ * record's failure makes the commit return -EIO (the blob stays, and is
+ * adopted at the next start). */
+int store_commit_recorded(const struct store *s, int fd, const char *tmp_path, const char *hex,
+                          int (*record)(void *ctx), void *ctx, uint64_t *seq);
+
 /* Blocking but cheap: unlink a temp file (a failed fill). */
 void store_temp_discard(const struct store *s, const char *tmp_path);
 
@@ -70,6 +86,10 @@ int store_blob_open(const struct store *s, const char *hex, uint64_t *size);
 
 /* Blocking: unlink a blob (a blob found bad, a purge). Returns 0 or -errno. */
 int store_blob_remove(const struct store *s, const char *hex);
+/* The same, with record(ctx) (dropping the index rows) under the store's
+ * lock when the blob was there or already gone; *seq as above. */
+int store_blob_remove_recorded(const struct store *s, const char *hex,
+                               int (*record)(void *ctx), void *ctx, uint64_t *seq);
 
 /*
  * Start-up recovery, before anything listens:

@@ -15,6 +15,10 @@
  */
 #include "config/log.h"
 
+#include <stdlib.h>
+
+#include <strings.h>
+
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -176,6 +180,72 @@ static void write_line(int fd, const struct line *l)
     while (w < 0 && errno == EINTR);
 }
 
+static const char *const secret_params[] = {
+    "sig", "X-Amz-Signature", "X-Amz-Credential", "X-Amz-Security-Token",
+    "X-Goog-Signature", "X-Goog-Credential", "Signature", "Key-Pair-Id", "token",
+    "access_token",
+};
+
+/* The length of a secret parameter's name at p (just after '?' or '&'),
+ * with its '=', or 0. */
+static size_t secret_at(const char *p)
+{
+    for (size_t i = 0; i < sizeof secret_params / sizeof secret_params[0]; i++) {
+        size_t n = strlen(secret_params[i]);
+        if (strncasecmp(p, secret_params[i], n) == 0 && p[n] == '=')
+            return n + 1;
+    }
+    return 0;
+}
+
+size_t log_redact(const char *in, char *out, size_t outlen)
+{
+    static const char mask[] = "REDACTED";
+    size_t w = 0;
+    if (outlen == 0)
+        return 0;
+    for (const char *p = in; *p && w + 1 < outlen;) {
+        out[w++] = *p;
+        size_t name = (*p == '?' || *p == '&') ? secret_at(p + 1) : 0;
+        p++;
+        if (!name)
+            continue;
+        for (size_t i = 0; i < name && w + 1 < outlen; i++)
+            out[w++] = *p++;
+        size_t vlen = strcspn(p, "&#\" \t\r\n,;)<>'\\");
+        if (vlen) {
+            for (size_t i = 0; mask[i] && w + 1 < outlen; i++)
+                out[w++] = mask[i];
+            p += vlen;
+        }
+    }
+    out[w] = '\0';
+    return w;
+}
+
+char *log_redact_dup(const char *in)
+{
+    size_t cap = strlen(in) + 64;
+    char *out = malloc(cap);
+    if (!out)
+        return NULL;
+    /* a value shorter than the mask can grow the text: give it room */
+    size_t secrets = 0;
+    for (const char *p = in; (p = strpbrk(p, "?&")); p++)
+        secrets += secret_at(p + 1) != 0;
+    if (secrets * 8 > 64) {
+        char *bigger = realloc(out, cap + secrets * 8);
+        if (!bigger) {
+            free(out);
+            return NULL;
+        }
+        out = bigger;
+        cap += secrets * 8;
+    }
+    log_redact(in, out, cap);
+    return out;
+}
+
 void log_msg(const struct logger *l, enum cfg_log_level level, const char *area,
              const char *fmt, ...)
 {
@@ -191,10 +261,12 @@ void log_msg(const struct logger *l, enum cfg_log_level level, const char *area,
     if (level > l->level)
         return;
     va_start(ap, fmt);
-    int n = vsnprintf(msg, sizeof msg, fmt, ap);
+    char raw[LOG_MSG_MAX];
+    int n = vsnprintf(raw, sizeof raw, fmt, ap);
     va_end(ap);
     if (n < 0)
-        snprintf(msg, sizeof msg, "(unprintable message: %s)", fmt);
+        snprintf(raw, sizeof raw, "(unprintable message: %s)", fmt);
+    log_redact(raw, msg, sizeof msg);
     format_timestamp(ts, sizeof ts);
     area = area ? area : "edgecache";
 

@@ -139,8 +139,10 @@ static enum MHD_Result status_page(struct edge *e, struct MHD_Connection *c)
     json_object_set_new(root, "parent", e->cfg->parent && e->cfg->parent[0]
                                             ? json_string(e->cfg->parent) : json_null());
     json_object_set_new(root, "deployments", api_deployments_json(e));
-    char *text = json_dumps(root, JSON_INDENT(2));
+    char *raw = json_dumps(root, JSON_INDENT(2));
     json_decref(root);
+    char *text = raw ? log_redact_dup(raw) : NULL;  /* no SAS sig nor presign secret */
+    free(raw);
     if (!text)
         return MHD_NO;
     return reply(c, MHD_HTTP_OK, "application/json", text, strlen(text), MHD_RESPMEM_MUST_FREE);

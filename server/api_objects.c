@@ -7,6 +7,7 @@
  *       image, say): its file and every index row that points at it
  * Both run on the thread pool; a reader of a purged blob finishes.
  */
+#include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +33,7 @@ struct objects_job {
     char sha256[DIGEST_SHA256_HEX]; /* DELETE */
     int found;
     uint64_t size;
+    uint64_t seq;                   /* the store's number of the removal */
 };
 
 static void listing_json(void *ctx, const struct index_listing *l)
@@ -70,10 +72,18 @@ static void list_finish(struct admin_job *j)
     }
     json_t *o = json_pack("{s:O, s:o}", "objects", x->list, "next",
                           (unsigned)x->count == x->limit ? json_string(x->last) : json_null());
-    char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    char *raw = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
+    char *text = raw ? log_redact_dup(raw) : NULL;  /* the URLs' credentials never leave */
+    free(raw);
     admin_answer(j->req, text ? 200 : 500, "application/json", text ? text : "{}");
     free(text);
+}
+
+static int drop_rows(void *ctx)
+{
+    struct admin_job *j = ctx;
+    return index_drop_object(j->e->index, ((struct objects_job *)j)->sha256);
 }
 
 static void purge_run(struct admin_job *j)
@@ -82,8 +92,8 @@ static void purge_run(struct admin_job *j)
     x->found = index_object_size(j->e->index, x->sha256, &x->size);
     if (x->found != 1)
         return;
-    store_blob_remove(&j->e->store, x->sha256);
-    if (index_drop_object(j->e->index, x->sha256) != 0)
+    /* file and rows together, never between a commit's two halves */
+    if (store_blob_remove_recorded(&j->e->store, x->sha256, drop_rows, j, &x->seq) == -EIO)
         x->found = -1;
 }
 
@@ -93,7 +103,7 @@ static void purge_finish(struct admin_job *j)
     struct stats *st = &j->e->stats;
     char text[200];
     if (x->found == 1) {
-        catalog_blob_removed(j->e->catalog, x->sha256);     /* counts objects and bytes */
+        catalog_blob_removed_at(j->e->catalog, x->sha256, x->seq);  /* counts objects, bytes */
         st->purged_objects++;
         log_msg(&j->e->log, LOG_INFO, "admin", "purged blob %s (%llu bytes)", x->sha256,
                 (unsigned long long)x->size);

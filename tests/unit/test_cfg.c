@@ -779,6 +779,29 @@ static void test_iotedge_node_id(void **state)
     cfg_free(&c);
 }
 
+/* Credentials in URLs never reach a log line. */
+static void test_log_redacts_credentials(void **state)
+{
+    char out[512];
+    (void)state;
+    log_redact("GET http://a.blob.core.windows.net/c/f?sv=2021&sig=abc%2Bdef&se=1 done", out,
+               sizeof out);
+    assert_string_equal(out, "GET http://a.blob.core.windows.net/c/f?sv=2021&sig=REDACTED&se=1 done");
+    log_redact("/x?X-Amz-Credential=AKIA%2F1&X-Amz-Signature=ff00&X-Amz-Date=1&SIG=q", out,
+               sizeof out);
+    assert_string_equal(out, "/x?X-Amz-Credential=REDACTED&X-Amz-Signature=REDACTED"
+                             "&X-Amz-Date=1&SIG=REDACTED");
+    log_redact("\"url\": \"http://h/f?token=t0k\"", out, sizeof out);
+    assert_string_equal(out, "\"url\": \"http://h/f?token=REDACTED\"");
+    /* a name that only ends like one, and a value-less one, are left alone */
+    log_redact("/f?mysig=1&sig=&design=2", out, sizeof out);
+    assert_string_equal(out, "/f?mysig=1&sig=&design=2");
+    char *d = log_redact_dup("?sig=a&sig=b&sig=c&sig=d&sig=e&sig=f&sig=g&sig=h&sig=i&sig=j");
+    assert_string_equal(d, "?sig=REDACTED&sig=REDACTED&sig=REDACTED&sig=REDACTED&sig=REDACTED"
+                           "&sig=REDACTED&sig=REDACTED&sig=REDACTED&sig=REDACTED&sig=REDACTED");
+    free(d);
+}
+
 static void test_example_file(void **state)
 {
     struct fx *fx = *state;
@@ -963,7 +986,7 @@ int main(void)
         T(test_parse_listen), T(test_parse_allow), T(test_routes),
         T(test_enums_and_numbers), T(test_file_errors), T(test_env_errors),
         T(test_argv_errors), T(test_admin_token), T(test_help), T(test_version),
-        T(test_markdown), T(test_example_file), T(test_admin_token_file), T(test_iotedge_node_id), T(test_cfg_free_leaves_nothing), T(test_log_text),
+        T(test_markdown), T(test_example_file), T(test_admin_token_file), T(test_log_redacts_credentials), T(test_iotedge_node_id), T(test_cfg_free_leaves_nothing), T(test_log_text),
         T(test_log_json), T(test_log_long_line), T(test_log_null_logger),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -221,8 +221,33 @@ static void query_order_kept(void **state)
                                        "http://deb.debian.org/debian/x?z=1&a=2&sig=q&m=3&a=0",
                                        "http://deb.debian.org/debian/x?z=1&a=2&m=3&a=0");
     route_target_free(&t);
-    /* Percent-encoding is not touched: %41 is not turned into A. */
-    t = resolve_ok("/debian/x%41?q=%41%2f", NULL, "http://deb.debian.org/debian/x%41?q=%41%2f");
+    /* In the path, an encoded unreserved character is that character
+     * (RFC 3986 §6.2.2.2); a reserved one stays encoded; the query is
+     * never touched. */
+    t = resolve_ok("/debian/x%41%2f%7e?q=%41%2f", NULL,
+                   "http://deb.debian.org/debian/xA%2f~?q=%41%2f");
+    route_target_free(&t);
+}
+
+/* "%2e%2e" is "..": removed like any dot segment, so a route cannot be
+ * left by spelling it encoded (the origin would decode it). */
+static void encoded_dot_segments(void **state)
+{
+    (void)state;
+    char reason[512];
+    struct route_target t;
+    static const char *const escapes[] = {"/debian/%2e%2e/secret", "/debian/%2E%2E/secret",
+                                          "/debian/.%2e/secret", "/debian/%2e./x/../../secret"};
+    for (size_t i = 0; i < sizeof escapes / sizeof escapes[0]; i++) {
+        enum route_status st = route_resolve(&test_cfg, escapes[i], &t, reason, sizeof reason);
+        assert_int_equal(st, ROUTE_NOT_FOUND);
+        route_target_free(&t);
+    }
+    t = resolve_ok("/debian/pool/%2e/x.deb", NULL, "http://deb.debian.org/debian/pool/x.deb");
+    route_target_free(&t);
+    /* the same in the other shapes: one key */
+    t = resolve_ok("http://deb.debian.org/debian/a/%2e%2e/x.deb", NULL,
+                   "http://deb.debian.org/debian/x.deb");
     route_target_free(&t);
 }
 
@@ -446,6 +471,7 @@ int main(void)
         cmocka_unit_test(auth_params_leave_key_not_origin),
         cmocka_unit_test(do_params_leave_both),
         cmocka_unit_test(query_order_kept),
+        cmocka_unit_test(encoded_dot_segments),
         cmocka_unit_test(host_case_and_default_port),
         cmocka_unit_test(ipv6_literal_keeps_brackets),
         cmocka_unit_test(dot_segments),
