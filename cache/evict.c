@@ -138,6 +138,15 @@ static void evict_after(uv_work_t *w, int status)
     }
 }
 
+static void evict_start(struct evictor *ev, uint64_t to_free)
+{
+    ev->to_free = to_free;
+    ev->freed_bytes = ev->freed_objects = 0;
+    ev->running = 1;
+    if (uv_queue_work(ev->env.loop, &ev->work, evict_work, evict_after) != 0)
+        ev->running = 0;
+}
+
 void evict_check(struct evictor *ev)
 {
     if (!ev || ev->running || ev->closing)
@@ -145,12 +154,18 @@ void evict_check(struct evictor *ev)
     uint64_t stored = ev->env.stats->stored_bytes;
     if (stored <= ev->budget)
         return;
-    uint64_t low = ev->budget / 10 * 9;
-    ev->to_free = stored - low;
-    ev->freed_bytes = ev->freed_objects = 0;
-    ev->running = 1;
-    if (uv_queue_work(ev->env.loop, &ev->work, evict_work, evict_after) != 0)
-        ev->running = 0;
+    evict_start(ev, stored - ev->budget / 10 * 9);
+}
+
+void evict_pressure(struct evictor *ev, uint64_t need)
+{
+    if (!ev || ev->running || ev->closing || ev->env.stats->stored_bytes == 0)
+        return;
+    uint64_t tenth = ev->budget / 10;
+    log_msg(ev->env.log, LOG_WARN, "evict", "the disk of %s is full: evicting at least %llu "
+            "bytes (the budget, cache_size, is larger than the free space)",
+            ev->env.cfg->cache_dir, (unsigned long long)(need > tenth ? need : tenth));
+    evict_start(ev, need > tenth ? need : tenth);
 }
 
 void evict_close(struct evictor **evp)

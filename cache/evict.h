@@ -37,6 +37,9 @@ struct evict_env {
 int evict_open(struct evictor **out, const struct evict_env *env, char *err, size_t errlen);
 /* Starts an eviction when the store is over budget and none runs. */
 void evict_check(struct evictor *ev);
+/* The disk is full (a write failed with ENOSPC): evicts at least need
+ * bytes (and a tenth of the budget), within budget or not. */
+void evict_pressure(struct evictor *ev, uint64_t need);
 /* The budget in bytes (for /status). */
 uint64_t evict_budget(const struct evictor *ev);
 /* Frees once a running eviction has finished; sets *ev NULL. */

@@ -762,6 +762,8 @@ static void commit_after(uv_work_t *w, int status)
         env->stats->fills_failed++;
         log_msg(env->log, LOG_ERROR, "fill", "could not store %s: %s", fl->origin_url,
                 strerror(-fl->commit_rc));
+        if (fl->commit_rc == -ENOSPC || fl->commit_rc == -EDQUOT || fl->commit_rc == -EIO)
+            evict_pressure(env->evictor, fl->total);
     }
     fill__set_state(fl, FILL_DONE);
     fill__end(fl);

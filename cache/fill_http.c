@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "cache/catalog.h"
+#include "cache/evict.h"
 #include "cache/fill_int.h"
 #include "cache/http_range.h"
 #include "cache/route.h"
@@ -558,6 +559,12 @@ static int append(struct fill *fl, const char *buf, size_t len)
         ssize_t w = pwrite(fl->fd, buf + done, len - done, (off_t)(fl->received + done));
         if (w < 0 && errno == EINTR)
             continue;
+        if (w < 0 && (errno == ENOSPC || errno == EDQUOT)) {
+            /* the fill fails (its readers are cut); room is made for the next */
+            evict_pressure(fill__env(fl)->evictor, fl->has_total ? fl->total : fl->received + len);
+            return refuse(fl, "cannot write %.300s: the disk is full (%s); evicting",
+                          fl->tmp_path, strerror(errno));
+        }
         if (w <= 0)
             return refuse(fl, "cannot write %.300s: %s", fl->tmp_path, strerror(errno));
         done += (size_t)w;

@@ -289,11 +289,31 @@ int index_open(struct index **out, const char *path, const struct logger *log,
     if (open_conn(idx, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, &idx->wr, err, errlen)
         || setup_wr(idx, err, errlen)
         || prepare_all(idx, err, errlen)) {
+        int code = idx->wr ? sqlite3_errcode(idx->wr) & 0xff : SQLITE_OK;
         index_free(idx);
-        return -1;
+        return code == SQLITE_CORRUPT || code == SQLITE_NOTADB ? -2 : -1;
     }
     *out = idx;
     return 0;
+}
+
+int index_quick_check(struct index *idx)
+{
+    sqlite3_stmt *st = NULL;
+    int damaged = -1;
+
+    pthread_mutex_lock(&idx->wr_lock);
+    if (sqlite3_prepare_v2(idx->wr, "PRAGMA quick_check(1)", -1, &st, NULL) == SQLITE_OK
+        && sqlite3_step(st) == SQLITE_ROW) {
+        const char *v = (const char *)sqlite3_column_text(st, 0);
+        damaged = !(v && strcmp(v, "ok") == 0);
+    } else {
+        int code = sqlite3_errcode(idx->wr) & 0xff;
+        damaged = code == SQLITE_CORRUPT || code == SQLITE_NOTADB ? 1 : -1;
+    }
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&idx->wr_lock);
+    return damaged;
 }
 
 void index_close(struct index **pidx)

@@ -42,8 +42,14 @@
 
 struct index;
 
+/* 0, -1 with err (for example a newer schema, a file system without WAL),
+ * or -2 when the file is damaged (not a database, or corrupt): the caller
+ * may set it aside and start anew. */
 int index_open(struct index **out, const char *path, const struct logger *log,
                char *err, size_t errlen);
+/* PRAGMA quick_check: 0 the database is sound, 1 damaged, -1 it could not
+ * tell. (Start-up uses it when reading the index failed.) */
+int index_quick_check(struct index *idx);
 /* Flushes pending touches, closes the connection, frees, sets *idx NULL. */
 void index_close(struct index **idx);
 

@@ -13,6 +13,9 @@
 #include <string.h>
 #include <time.h>
 
+#include <openssl/crypto.h>
+
+#include "cache/digest.h"
 #include "cache/evict.h"
 #include "cache/fill.h"
 #include "cache/index.h"
@@ -56,11 +59,21 @@ static int authorised(const struct edge *e, struct MHD_Connection *c)
     if (!h || strncasecmp(h, "Bearer ", 7) != 0)
         return 0;
     h += 7;
-    size_t a = strlen(h), b = strlen(token);
-    unsigned diff = (unsigned)(a ^ b);
-    for (size_t i = 0; i < a && i < b; i++)
-        diff |= (unsigned)(h[i] ^ token[i]);
-    return diff == 0;
+    /* compared as SHA-256 digests: constant time, whatever the lengths */
+    unsigned char mine[DIGEST_SHA256_LEN], theirs[DIGEST_SHA256_LEN];
+    struct digest d = {0};
+    if (digest_init(&d) != 0)
+        return 0;
+    digest_update(&d, token, strlen(token));
+    digest_final(&d, mine);
+    if (digest_init(&d) != 0) {
+        digest_free(&d);
+        return 0;
+    }
+    digest_update(&d, h, strlen(h));
+    digest_final(&d, theirs);
+    digest_free(&d);
+    return CRYPTO_memcmp(mine, theirs, sizeof mine) == 0;
 }
 
 static json_t *counters_json(const struct stats *s)
@@ -342,6 +355,16 @@ static enum MHD_Result on_admin(void *cls, struct MHD_Connection *c, const char 
         req->e = cls;
         req->conn = c;
         *req_cls = req;
+        /* a body announced larger than allowed is refused before it is read */
+        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+                                                     MHD_HTTP_HEADER_CONTENT_LENGTH);
+        struct edge *e = cls;
+        if (cl && strtoull(cl, NULL, 10) > e->cfg->manifest_max_bytes) {
+            char text[160];
+            snprintf(text, sizeof text, "the body is larger than %llu bytes (config key: "
+                     "manifest_max_bytes)\n", (unsigned long long)e->cfg->manifest_max_bytes);
+            return reply_text(c, MHD_HTTP_CONTENT_TOO_LARGE, text);
+        }
         return MHD_YES;
     }
     if (*upload_size) {

@@ -7,6 +7,8 @@
  * listeners. Nothing listens before the store is consistent.
  */
 #include <curl/curl.h>
+#include <unistd.h>
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -133,27 +135,63 @@ static void on_signal(uv_signal_t *s, int signum)
     edge_stop(e);
 }
 
-static int open_storage(struct edge *e, char *err, size_t errlen)
+/* A damaged index is set aside (index.db.damaged-<unix time>, with its
+ * -wal and -shm) for whoever wants to look at it. */
+static int set_aside(struct edge *e, const char *path)
 {
-    char path[4096];
-    unsigned temps = 0, dropped = 0, adopted = 0;
-    if (store_open(&e->store, e->cfg->cache_dir, &e->log, err, errlen) != 0)
-        return -1;
-    store_index_path(&e->store, path, sizeof path);
-    if (index_open(&e->index, path, &e->log, err, errlen) != 0)
-        return -1;
-    if (store_recover(&e->store, e->index, &temps, &dropped, &adopted) != 0) {
-        snprintf(err, errlen, "cannot recover the store in %s", e->cfg->cache_dir);
-        return -1;
+    static const char *const parts[] = {"", "-wal", "-shm"};
+    char from[4200], to[4300];
+    long long now = (long long)time(NULL);
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
+        snprintf(from, sizeof from, "%s%s", path, parts[i]);
+        snprintf(to, sizeof to, "%s.damaged-%lld%s", path, now, parts[i]);
+        if (rename(from, to) != 0 && errno != ENOENT) {
+            log_msg(&e->log, LOG_ERROR, "main", "cannot move the damaged index %s aside: %s",
+                    from, strerror(errno));
+            return -1;
+        }
     }
+    log_msg(&e->log, LOG_ERROR, "main", "the index %s is damaged: moved to %s.damaged-%lld; "
+            "starting a new one and adopting every blob of the store (they are named by "
+            "their SHA-256, so they are served by hash; URL mappings, deployments and "
+            "expectations are lost and come back as devices and manifests ask again)",
+            path, path, now);
+    return 0;
+}
+
+/* The index, recovery and the catalog; 1 when it failed because the index
+ * is damaged (then nothing stays open). */
+static int open_index(struct edge *e, const char *path, char *err, size_t errlen)
+{
+    unsigned temps = 0, dropped = 0, adopted = 0;
+    int rc = index_open(&e->index, path, &e->log, err, errlen);
+    if (rc == -2)
+        return 1;
+    if (rc != 0)
+        return -1;
     struct catalog_env cenv = {
         .loop = e->loop, .index = e->index, .log = &e->log, .stats = &e->stats,
     };
-    if (catalog_open(&e->catalog, &cenv) != 0 || catalog_load(e->catalog) != 0) {
-        snprintf(err, errlen, "cannot read the index %s", path);
+    if (store_recover(&e->store, e->index, &temps, &dropped, &adopted) == 0
+        && catalog_open(&e->catalog, &cenv) == 0 && catalog_load(e->catalog) == 0)
+        return 0;
+    int damaged = index_quick_check(e->index) == 1;
+    snprintf(err, errlen, "cannot read the index %s (see the log)", path);
+    catalog_close(&e->catalog);
+    index_close(&e->index);
+    return damaged ? 1 : -1;
+}
+
+static int open_storage(struct edge *e, char *err, size_t errlen)
+{
+    char path[4096];
+    if (store_open(&e->store, e->cfg->cache_dir, &e->log, err, errlen) != 0)
         return -1;
-    }
-    return 0;
+    store_index_path(&e->store, path, sizeof path);
+    int rc = open_index(e, path, err, errlen);
+    if (rc == 1 && set_aside(e, path) == 0)
+        rc = open_index(e, path, err, errlen);
+    return rc == 0 ? 0 : -1;
 }
 
 static int edge_start(struct edge *e, char *err, size_t errlen)

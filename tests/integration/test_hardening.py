@@ -6,6 +6,7 @@ sanitizer report in its log (the suite also runs under ASan + UBSan)."""
 import http.client
 import os
 import signal
+import socket
 import sqlite3
 import threading
 import time
@@ -476,3 +477,33 @@ def test_sas_signatures_and_presign_credentials_are_redacted(origin, edgecache):
     # the upstream still got them: only what edgecache writes out is redacted
     rec = origin.requests("/obj/signed")[0]
     assert secrets[0] in rec["target"]
+
+
+# --------------------------------------------------------------------------
+# The control plane
+
+def test_a_body_announced_too_large_is_refused_before_it_is_read(edgecache):
+    ec = edgecache(args=["--manifest-max-bytes", "64K"])
+    s = socket.create_connection(("127.0.0.1", ec.admin_port), timeout=5)
+    try:
+        s.sendall(b"POST /api/v1/rewrite HTTP/1.1\r\nHost: a\r\nContent-Type: application/json"
+                  b"\r\nContent-Length: 104857600\r\n\r\n{")
+        head = s.recv(4096).decode(errors="replace")
+    finally:
+        s.close()
+    assert head.startswith("HTTP/1.1 413 "), head
+    assert "manifest_max_bytes" in head
+    assert ec.running()
+
+
+def test_the_token_can_come_from_a_file_and_is_required(edgecache, workdir):
+    path = os.path.join(workdir, "token")
+    with open(path, "w") as f:
+        f.write("from-a-secret\n")
+    ec = edgecache(args=["--admin-token-file", path])
+    ec.admin_token = "from-a-secret"
+    assert ec.admin("GET", "/status").status == 401
+    r = ec.admin("GET", "/status", token="from-a-secre")
+    assert r.status == 401 and b"Authorization: Bearer" in r.body
+    assert ec.admin("GET", "/status", token="from-a-secret").status == 200
+    assert ec.admin("GET", "/healthz").status == 200
