@@ -21,8 +21,8 @@
 #include "cache/index.h"
 #include "cache/prefetch.h"
 #include "cache/upstream.h"
-#include "server/admin.h"
-#include "server/cmd.h"
+#include "server/admin/api.h"
+#include "server/cmd/cmd.h"
 #include "server/edge.h"
 #include "version.h"
 

@@ -18,7 +18,7 @@
 #include "cache/index.h"
 #include "cache/stats.h"
 #include "cache/store.h"
-#include "server/admin.h"
+#include "server/admin/api.h"
 
 #define LIST_DEFAULT 100
 #define LIST_MAX 1000

@@ -26,7 +26,7 @@
 #include "cache/route.h"
 #include "cache/stats.h"
 #include "cache/store.h"
-#include "server/admin.h"
+#include "server/admin/api.h"
 
 struct rewrite_job {
     struct admin_job base;          /* first */

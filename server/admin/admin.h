@@ -1,5 +1,8 @@
 /*
- * admin — the control plane's request plumbing, shared by its calls.
+ * admin — the control plane's request plumbing, below every call's
+ * handler (server/admin/api.h) and the route table (server/admin/serve.c):
+ * requests, bodies, the token, answers and pool jobs. Nothing here calls
+ * up into a handler.
  *
  * Every control-plane request is a struct admin_req (created on the first
  * call of the access handler, freed when MHD reports it complete). Its body
@@ -58,35 +61,25 @@ struct json_t *admin_body_json(struct admin_req *req, enum MHD_Result *ret);
 /* Sets req's deferred answer (takes a copy of text). */
 void admin_answer(struct admin_req *req, unsigned status, const char *ctype, const char *text);
 
-/* POST /api/v1/expectations (server/api_expect.c). */
-enum MHD_Result api_expectations(struct admin_req *req);
-
-/* Manifests (server/api_rewrite.c): rewrite and register; prefetch and pin
- * every file when prefetch is set; answer the rewritten document when
- * answer_doc is set, else a summary (202). */
-enum MHD_Result api_manifest(struct admin_req *req, int prefetch, int answer_doc);
-
-/* The object list and purge (server/api_objects.c). */
-enum MHD_Result api_objects_list(struct admin_req *req);
-enum MHD_Result api_objects_delete(struct admin_req *req, const char *sha256);
-
-/* Deployments (server/api_prefetch.c). */
-enum MHD_Result api_prefetch(struct admin_req *req);
-enum MHD_Result api_prefetch_urls(struct admin_req *req, struct json_t *list);
-enum MHD_Result api_deployment_delete(struct admin_req *req, const char *id);
-struct json_t *api_deployments_json(struct edge *e);
-/* 1 when url's origin is on the allow-list; else 0 and why names it. */
-int api_url_allowed(const struct cfg *cfg, const char *url, char *why, size_t whylen);
-
-/* Hands an accepted body to the parent's control plane (server/forward.c):
- * call is the path and query there, e.g. "/api/v1/rewrite?prefetch=1".
- * Returns at once; nothing happens without parent_admin_url. */
-void forward_to_parent(struct edge *e, const char *call, const char *body, size_t len);
-/* Abandons every forward in flight (shutdown). */
-void forward_stop_all(struct edge *e);
-
-/* Answers now: a short text, or JSON (takes ownership of json_text). */
+/* Answers now: a short text, or JSON (takes ownership of json_text), or
+ * any body (mode as for MHD_create_response_from_buffer). Every answer of
+ * the control plane says Cache-Control: no-store. */
 enum MHD_Result admin_reply_text(struct MHD_Connection *c, unsigned status, const char *text);
 enum MHD_Result admin_reply_json(struct MHD_Connection *c, unsigned status, char *json_text);
+enum MHD_Result admin_reply(struct MHD_Connection *c, unsigned status, const char *ctype,
+                            char *body, size_t len, enum MHD_ResponseMemoryMode mode);
+
+/* The request's lifecycle, for the MHD callbacks (server/admin/serve.c). */
+struct admin_req *admin_req_new(struct edge *e, struct MHD_Connection *c);
+void admin_req_free(struct admin_req *req);
+/* Collects body bytes up to manifest_max_bytes (then too_big). 0 or -1. */
+int admin_collect_body(struct admin_req *req, const char *data, size_t n);
+/* Sends the answer a finished job set (req->answer). */
+enum MHD_Result admin_send_answer(struct admin_req *req);
+/* 1 when the request carries the control plane's token (or none is set). */
+int admin_authorised(const struct edge *e, struct MHD_Connection *c);
+/* Shutdown: every request still waiting on a job is answered 503 and
+ * resumed; the jobs finish on the pool without it. */
+void admin_release_jobs(struct edge *e);
 
 #endif

@@ -33,7 +33,7 @@
 #include "cache/store.h"
 #include "config/cfg.h"
 #include "config/log.h"
-#include "server/cmd.h"
+#include "server/cmd/cmd.h"
 
 extern char **environ;
 

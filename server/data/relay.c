@@ -1,5 +1,5 @@
 /* relay — see relay.h. */
-#include "server/relay.h"
+#include "server/data/relay.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -20,7 +20,7 @@
 #include "cache/digest.h"
 #include "cache/index.h"
 #include "cache/route.h"
-#include "server/admin.h"
+#include "server/admin/api.h"
 
 struct expect_job {
     struct admin_job base;          /* first: the job is freed through it */

@@ -15,7 +15,7 @@
 #include <string.h>
 
 #include "cache/upstream.h"
-#include "server/admin.h"
+#include "server/admin/api.h"
 #include "version.h"
 
 #define FORWARD_ATTEMPTS 5

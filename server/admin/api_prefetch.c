@@ -16,7 +16,7 @@
 #include "cache/digest.h"
 #include "cache/prefetch.h"
 #include "cache/route.h"
-#include "server/admin.h"
+#include "server/admin/api.h"
 
 int api_url_allowed(const struct cfg *cfg, const char *url, char *why, size_t whylen)
 {

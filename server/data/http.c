@@ -50,7 +50,7 @@
 #include "cache/lookup.h"
 #include "cache/route.h"
 #include "server/edge.h"
-#include "server/relay.h"
+#include "server/data/relay.h"
 #include "version.h"
 
 #define REQ_MAGIC 0x52657121u

@@ -31,7 +31,7 @@
 #include "cache/verify.h"
 #include "config/cfg.h"
 #include "config/log.h"
-#include "server/cmd.h"
+#include "server/cmd/cmd.h"
 
 #define EXIT_GOOD 0
 #define EXIT_BAD 1

@@ -24,7 +24,7 @@
 
 #include "cache/manifest.h"
 #include "config/cfg.h"
-#include "server/cmd.h"
+#include "server/cmd/cmd.h"
 
 #define EXIT_DONE 0
 #define EXIT_REFUSED 1

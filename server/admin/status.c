@@ -1,0 +1,148 @@
+/*
+ * status — the calls an operator and a monitor read (DESIGN.md §7):
+ * GET /healthz (no token: 200 while serving, 503 once stopping), /status
+ * (JSON), /metrics (Prometheus text) and / (the dashboard, compiled in
+ * from server/admin/dashboard.html, which reads /status itself).
+ *
+ * Thread: loop thread only.
+ */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cache/evict.h"
+#include "cache/fill.h"
+#include "server/admin/api.h"
+#include "server/edge.h"
+#include "version.h"
+
+/* server/admin/dashboard.html, compiled in by CMake. */
+extern const unsigned char edgecache_dashboard[];
+extern const size_t edgecache_dashboard_len;
+
+static json_t *counters_json(const struct stats *s)
+{
+    json_t *o = json_object();
+#define STATS_JSON(field, family, labels, type, help) \
+    json_object_set_new(o, #field, json_integer((json_int_t)s->field));
+    STATS_ENTRIES(STATS_JSON)
+#undef STATS_JSON
+    return o;
+}
+
+static void fill_json(void *ctx, const struct fill_info *fi)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "url", json_string(fi->origin_url));
+    json_object_set_new(o, "key", json_string(fi->key));
+    json_object_set_new(o, "state", json_string(fill_state_name(fi->state)));
+    json_object_set_new(o, "bytes", json_integer((json_int_t)fi->received));
+    json_object_set_new(o, "total", fi->has_total ? json_integer((json_int_t)fi->total) : json_null());
+    json_object_set_new(o, "readers", json_integer(fi->readers));
+    if (fi->status)
+        json_object_set_new(o, "status", json_integer(fi->status));
+    if (fi->n_redirects > 1) {      /* the URLs it was sent to, in order */
+        json_t *hops = json_array();
+        for (unsigned i = 0; i < fi->n_redirects; i++)
+            json_array_append_new(hops, json_string(fi->redirects[i]));
+        json_object_set_new(o, "redirects", hops);
+    }
+    json_array_append_new(ctx, o);
+}
+
+static void upstream_json(void *ctx, const struct fills_upstream *u)
+{
+    json_t *o = json_pack("{s:s, s:b, s:I}", "target", u->target, "up", u->up, "failures",
+                          (json_int_t)u->failures);
+    json_object_set_new(o, "last_success", u->last_ok ? json_integer(u->last_ok) : json_null());
+    json_object_set_new(o, "last_failure", u->last_fail ? json_integer(u->last_fail) : json_null());
+    json_array_append_new(ctx, o);
+}
+
+static void upstream_up_metric(void *ctx, const struct fills_upstream *u)
+{
+    fprintf(ctx, "edgecache_upstream_up{upstream=\"%s\"} %d\n", u->target, u->up);
+}
+
+static void upstream_ok_metric(void *ctx, const struct fills_upstream *u)
+{
+    fprintf(ctx, "edgecache_upstream_last_success_timestamp_seconds{upstream=\"%s\"} %lld\n",
+            u->target, (long long)u->last_ok);
+}
+
+enum MHD_Result api_status(struct admin_req *req)
+{
+    struct edge *e = req->e;
+    struct MHD_Connection *c = req->conn;
+    json_t *root = json_object();
+    json_t *fills = json_array();
+    if (e->fills)
+        fills_foreach(e->fills, fill_json, fills);
+    json_object_set_new(root, "version", json_string(EDGECACHE_VERSION));
+    json_object_set_new(root, "node_id", json_string(e->cfg->node_id));
+    json_object_set_new(root, "uptime_s", json_integer((json_int_t)(time(NULL) - e->started)));
+    json_object_set_new(root, "cache_dir", json_string(e->cfg->cache_dir));
+    json_object_set_new(root, "objects", json_integer((json_int_t)e->stats.objects));
+    json_object_set_new(root, "stored_bytes", json_integer((json_int_t)e->stats.stored_bytes));
+    json_object_set_new(root, "budget_bytes",
+                        e->evictor ? json_integer((json_int_t)evict_budget(e->evictor)) : json_null());
+    uint64_t hits = e->stats.req_hit;
+    uint64_t served = hits + e->stats.req_miss + e->stats.req_collapsed;
+    json_object_set_new(root, "hit_ratio", json_real(served ? (double)hits / (double)served : 0.0));
+    json_object_set_new(root, "counters", counters_json(&e->stats));
+    json_object_set_new(root, "fills", fills);
+    json_t *ups = json_array();
+    if (e->fills)
+        fills_foreach_upstream(e->fills, upstream_json, ups);
+    json_object_set_new(root, "upstreams", ups);
+    json_object_set_new(root, "parent", e->cfg->parent && e->cfg->parent[0]
+                                            ? json_string(e->cfg->parent) : json_null());
+    json_object_set_new(root, "deployments", api_deployments_json(e));
+    char *raw = json_dumps(root, JSON_INDENT(2));
+    json_decref(root);
+    char *text = raw ? log_redact_dup(raw) : NULL;  /* no SAS sig nor presign secret */
+    free(raw);
+    if (!text)
+        return MHD_NO;
+    return admin_reply(c, MHD_HTTP_OK, "application/json", text, strlen(text), MHD_RESPMEM_MUST_FREE);
+}
+
+enum MHD_Result api_metrics(struct admin_req *req)
+{
+    struct edge *e = req->e;
+    struct MHD_Connection *c = req->conn;
+    char *text = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&text, &len);
+    if (!out)
+        return MHD_NO;
+    stats_print_prometheus(&e->stats, out);
+    if (e->fills) {                 /* one family after the other */
+        fputs("# HELP edgecache_upstream_up Whether each upstream asked so far answers (1) "
+              "or not (0)\n# TYPE edgecache_upstream_up gauge\n", out);
+        fills_foreach_upstream(e->fills, upstream_up_metric, out);
+        fputs("# HELP edgecache_upstream_last_success_timestamp_seconds When it last "
+              "answered (0: never)\n"
+              "# TYPE edgecache_upstream_last_success_timestamp_seconds gauge\n", out);
+        fills_foreach_upstream(e->fills, upstream_ok_metric, out);
+    }
+    fclose(out);
+    return admin_reply(c, MHD_HTTP_OK, "text/plain; version=0.0.4", text, len, MHD_RESPMEM_MUST_FREE);
+}
+
+
+enum MHD_Result api_healthz(struct admin_req *req)
+{
+    return req->e->draining ? admin_reply_text(req->conn, MHD_HTTP_SERVICE_UNAVAILABLE, "stopping\n")
+                            : admin_reply_text(req->conn, MHD_HTTP_OK, "ok\n");
+}
+
+/* The page asks /status itself, with the token it is given. */
+enum MHD_Result api_dashboard(struct admin_req *req)
+{
+    return admin_reply(req->conn, MHD_HTTP_OK, "text/html; charset=utf-8",
+                       (char *)edgecache_dashboard, edgecache_dashboard_len,
+                       MHD_RESPMEM_PERSISTENT);
+}
