@@ -32,6 +32,7 @@ struct health {
     char target[300];               /* scheme://host:port, the port always written */
     int down;
     int64_t last_ok, last_fail;     /* Unix seconds, 0 never */
+    int64_t down_since;             /* Unix seconds, while down */
     unsigned failures;              /* in a row */
     uint64_t next_probe;            /* uv_now() ms: when the next fill may try */
     char last_error[200];
@@ -268,8 +269,10 @@ void fill__health_failed(struct fill *fl, const char *why)
         return;
     unsigned shift = h->failures < 5 ? h->failures : 5;
     uint64_t backoff = HEALTH_BACKOFF_MIN_MS << shift;
-    if (!h->down)
+    if (!h->down) {
         log_msg(fl->owner->env.log, LOG_WARN, "upstream", "%s is down: %s", h->target, why);
+        h->down_since = fill__now();
+    }
     h->failures++;
     h->down = 1;
     h->last_fail = fill__now();
@@ -301,7 +304,7 @@ void fills_foreach_upstream(struct fills *f, void (*cb)(void *, const struct fil
 {
     for (struct health *h = f->health; h; h = h->next) {
         struct fills_upstream u = {h->target, !h->down, h->last_ok, h->last_fail, h->failures,
-                                   h->down ? h->last_error : ""};
+                                   h->down ? h->last_error : "", h->down ? h->down_since : 0};
         cb(ctx, &u);
     }
 }

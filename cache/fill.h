@@ -189,6 +189,7 @@ struct fills_upstream {
     int64_t last_ok, last_fail; /* Unix seconds, 0 never */
     unsigned failures;          /* in a row */
     const char *last_error;     /* why it was last marked down, or "" */
+    int64_t down_since;         /* Unix seconds it went down; 0 while up */
 };
 void fills_foreach_upstream(struct fills *f, void (*cb)(void *ctx, const struct fills_upstream *u),
                             void *ctx);

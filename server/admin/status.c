@@ -58,6 +58,8 @@ static void upstream_json(void *ctx, const struct fills_upstream *u)
                           (json_int_t)u->failures);
     json_object_set_new(o, "last_success", u->last_ok ? json_integer(u->last_ok) : json_null());
     json_object_set_new(o, "last_failure", u->last_fail ? json_integer(u->last_fail) : json_null());
+    json_object_set_new(o, "down_since", u->down_since ? json_integer(u->down_since) : json_null());
+    json_object_set_new(o, "error", u->last_error[0] ? json_string(u->last_error) : json_null());
     json_array_append_new(ctx, o);
 }
 
