@@ -207,10 +207,12 @@ void fills_close(struct fills **fp)
     for (size_t i = 0; i < n; i++) {
         struct fill *fl = all[i];
         upstream_cancel(f->env.upstream, &fl->xfer);
-        if (fl->state == FILL_CONNECTING || fl->state == FILL_STREAMING)
+        if (fl->state == FILL_CONNECTING || fl->state == FILL_STREAMING) {
             fill__fail(fl, 502, "edgecache is shutting down");
-        else
-            fill__end(fl);          /* a commit finishes on its own; wake its readers now */
+        } else {                    /* a commit finishes on its own; wake its readers now */
+            table_remove(fl);
+            fill__wake_all(fl);
+        }
     }
     for (size_t i = 0; i < n; i++)
         fill_unref(&all[i], NULL);
@@ -397,6 +399,7 @@ struct fill *fills_start(struct fills *f, const struct fill_request *rq, int *st
     f->env.stats->fills_in_flight++;
     f->env.stats->upstream_requests++;
     fl->in_flight = 1;
+    fl->started_ms = uv_now(f->env.loop);
     log_msg(f->env.log, LOG_INFO, "fill", "start %s%s%s%s", fl->origin_url,
             fl->from_parent ? " via the parent as " : "", fl->from_parent ? fl->fetch_url : "",
             fl->name ? "" : " (for one request)");
@@ -616,14 +619,31 @@ int fill_dup_fd(const struct fill *fl)
 
 /* A fill that reached its end: it leaves the table (new requests no longer
  * join it) and every waiting reader is woken to see how it ended. */
+/* Each fill is counted once, when it ends: started = completed + failed +
+ * abandoned + revalidated (not modified) + in flight. */
+static void count_end(struct fill *fl)
+{
+    struct stats *st = fl->owner->env.stats;
+    if (!fl->in_flight)
+        return;
+    fl->in_flight = 0;
+    st->fills_in_flight--;
+    if (fl->state == FILL_FAILED && fl->owner->closing)
+        st->fills_abandoned++;
+    else if (fl->state == FILL_FAILED || (fl->state == FILL_DONE && fl->commit_rc != 0))
+        st->fills_failed++;
+    else if (fl->state == FILL_DONE) {
+        st->fills_completed++;
+        stats_observe(&st->fill_duration,
+                      (double)(uv_now(fl->owner->env.loop) - fl->started_ms) / 1000.0);
+    }
+}
+
 void fill__end(struct fill *fl)
 {
     struct fill *keep = fl;
     fill_ref(keep);                 /* waking may drop the readers' references */
-    if (fl->in_flight) {
-        fl->in_flight = 0;
-        fl->owner->env.stats->fills_in_flight--;
-    }
+    count_end(fl);
     table_remove(fl);
     fill__wake_all(fl);
     fill_unref(&keep, NULL);
@@ -646,7 +666,6 @@ void fill__fail(struct fill *fl, int status, const char *fmt, ...)
     uv_timer_stop(&fl->timer);
     upstream_cancel(fl->owner->env.upstream, &fl->xfer);
     fill__set_state(fl, FILL_FAILED);
-    fl->owner->env.stats->fills_failed++;
     log_msg(fl->owner->env.log, LOG_WARN, "fill", "failed %s after %llu bytes: %s",
             fl->origin_url, (unsigned long long)fl->received, fl->error);
     fill__end(fl);
@@ -754,7 +773,6 @@ static void commit_after(uv_work_t *w, int status)
         struct index_response r;
         commit_row(fl, &r);
         fl->stored = 1;
-        env->stats->fills_completed++;
         if (env->catalog)
             catalog_put(env->catalog, &r, fl->commit_seq);
         if (fl->new_object)
@@ -762,7 +780,6 @@ static void commit_after(uv_work_t *w, int status)
         log_msg(env->log, LOG_INFO, "fill", "stored %s: status %ld, %llu bytes, sha256 %s",
                 fl->origin_url, fl->status, (unsigned long long)fl->total, fl->sha_hex);
     } else {
-        env->stats->fills_failed++;
         log_msg(env->log, LOG_ERROR, "fill", "could not store %s: %s", fl->origin_url,
                 strerror(-fl->commit_rc));
         if (fl->commit_rc == -ENOSPC || fl->commit_rc == -EDQUOT || fl->commit_rc == -EIO)

@@ -112,6 +112,7 @@ struct fill {
     int new_object;
     uint64_t commit_seq;            /* the store's number of the commit */
     int in_flight;
+    uint64_t started_ms;            /* uv_now() when it started */
 };
 
 /* fill.c */

@@ -33,9 +33,14 @@
     X(fills_started, "edgecache_fills_started_total", "", "counter",                      \
       "Fills started (one upstream transfer per key)")                                    \
     X(fills_completed, "edgecache_fills_completed_total", "", "counter",                  \
-      "Fills whose payload was checked and stored")                                       \
+      "Fills that received their whole answer, checked: stored, or passed on (a 404, a "  \
+      "no-store answer); fills_started = completed + failed + abandoned + revalidations " \
+      "(not modified) + in flight")                                                       \
     X(fills_failed, "edgecache_fills_failed_total", "", "counter",                        \
-      "Fills that ended without storing (upstream error, short body, disk)")              \
+      "Fills that failed: the upstream could not be reached or broke off, the bytes "     \
+      "were not what was expected, or the disk refused them")                             \
+    X(fills_abandoned, "edgecache_fills_abandoned_total", "", "counter",                  \
+      "Fills still running when edgecache stopped")                                       \
     X(fill_resumes, "edgecache_fill_resumes_total", "", "counter",                        \
       "Upstream requests that resumed a broken fill with Range + If-Range")               \
     X(fill_restarts, "edgecache_fill_restarts_total", "", "counter",                      \
@@ -93,13 +98,41 @@
     X(connections, "edgecache_client_connections", "", "gauge",                           \
       "Data-plane client connections open now")
 
+/* A Prometheus histogram over fixed bucket bounds (seconds):
+ * STATS_BUCKETS upper bounds, then +Inf. */
+#define STATS_BUCKETS 12
+extern const double stats_bucket_bounds[STATS_BUCKETS];
+
+struct stats_histogram {
+    uint64_t buckets[STATS_BUCKETS + 1];    /* counts per bucket (not cumulative) */
+    uint64_t count;
+    double sum;
+};
+
+/* How a data-plane answer came, for the time-to-first-byte histogram
+ * (the labels of edgecache_time_to_first_byte_seconds{cache_status}). */
+enum stats_answer {
+    STATS_HIT, STATS_MISS, STATS_COLLAPSED, STATS_STALE, STATS_PASS, STATS_ERROR,
+    STATS_ANSWERS
+};
+extern const char *const stats_answer_names[STATS_ANSWERS];
+
 struct stats {
 #define STATS_FIELD(field, family, labels, type, help) uint64_t field;
     STATS_ENTRIES(STATS_FIELD)
 #undef STATS_FIELD
+    /* edgecache_time_to_first_byte_seconds: request start to its answer's
+     * status line queued */
+    struct stats_histogram ttfb[STATS_ANSWERS];
+    /* edgecache_fill_duration_seconds: a completed fill's start to its end */
+    struct stats_histogram fill_duration;
+    uint64_t budget_bytes;      /* edgecache_cache_budget_bytes (set at start) */
 };
 
-/* Prometheus text exposition format. */
+void stats_observe(struct stats_histogram *h, double seconds);
+
+/* Prometheus text exposition format: the counters above, the histograms,
+ * edgecache_build_info{version} and edgecache_cache_budget_bytes. */
 void stats_print_prometheus(const struct stats *s, FILE *out);
 
 #endif

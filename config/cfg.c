@@ -226,6 +226,10 @@ static const struct cfg_option options[] = {
       .help = "a file holding the control plane's bearer token (a container secret); "
               "instead of admin_token",
       .offset = offsetof(struct cfg, admin_token_file) },
+    { .name = "metrics_public", .type = T_BOOL, .def = "false",
+      .help = "serve GET /metrics without the token (for a metrics collector that cannot send "
+              "one); every other call still needs it",
+      .offset = offsetof(struct cfg, metrics_public) },
     { .name = "cache_dir", .type = T_PATH, .def = "./edgecache-data", .metavar = "DIR",
       .help = "directory for blobs, temp files and the index",
       .offset = offsetof(struct cfg, cache_dir) },

@@ -94,6 +94,7 @@ struct cfg {
     struct cfg_listen admin_listen;
     char *admin_token;          /* "" when unset; read from admin_token_file when that is set */
     char *admin_token_file;     /* "" when unset */
+    bool metrics_public;        /* GET /metrics needs no token */
     char *cache_dir;
     char *cache_size;           /* "80%" or "20G": see cfg_parse_budget */
     struct cfg_allow *allow;

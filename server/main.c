@@ -209,6 +209,7 @@ static int edge_start(struct edge *e, char *err, size_t errlen)
     };
     if (evict_open(&e->evictor, &venv, err, errlen) != 0)
         return -1;
+    e->stats.budget_bytes = evict_budget(e->evictor);
     struct fills_env env = {
         .loop = e->loop, .cfg = e->cfg, .log = &e->log, .store = &e->store,
         .index = e->index, .catalog = e->catalog, .upstream = e->upstream,

@@ -94,7 +94,8 @@ static enum MHD_Result route_call(struct admin_req *req, const char *url, const 
         path_match = rt;
         if (!method_is(method, rt->method))
             continue;
-        if (!rt->open && !admin_authorised(e, c))
+        int open = rt->open || (rt->handler == do_metrics && e->cfg->metrics_public);
+        if (!open && !admin_authorised(e, c))
             return admin_reply_text(c, MHD_HTTP_UNAUTHORIZED,
                                     "this call needs Authorization: Bearer <admin_token>\n");
         if (rt->body && req->too_big) {

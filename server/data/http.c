@@ -86,6 +86,9 @@ struct http_req {
     int is_head;
     int headers_seen;               /* the access handler was called once */
     struct http_conn *hc;           /* its connection */
+    uint64_t t0;                    /* uv_hrtime() when its line came */
+    enum stats_answer cls;          /* how it is answered, for the histogram */
+    int timed;                      /* its time to first byte is counted */
     uint64_t cache_bytes;           /* body bytes of a sendfile answer */
     uint64_t *cache_bytes_counter;  /* where they count once sent */
 };
@@ -170,6 +173,15 @@ static struct lookup_request lookup_req_of(struct http_req *r)
 
 /* ---- small answers ----------------------------------------------------------- */
 
+/* The request's time to first byte: its answer's status line is queued. */
+static void time_answer(struct http_req *r)
+{
+    if (r->timed)
+        return;
+    r->timed = 1;
+    stats_observe(&r->e->stats.ttfb[r->cls], (double)(uv_hrtime() - r->t0) / 1e9);
+}
+
 static enum MHD_Result respond_text(struct http_req *r, unsigned status, const char *text)
 {
     char body[1200];
@@ -187,6 +199,9 @@ static enum MHD_Result respond_text(struct http_req *r, unsigned status, const c
         MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "5");
     if (r->e->draining || status == MHD_HTTP_SERVICE_UNAVAILABLE)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+    if (status >= 400)
+        r->cls = STATS_ERROR;
+    time_answer(r);
     enum MHD_Result ret = MHD_queue_response(r->conn, status, resp);
     MHD_destroy_response(resp);
     if (status >= 400)
@@ -287,6 +302,7 @@ static enum MHD_Result queue(struct http_req *r, unsigned status, struct MHD_Res
     if (!resp)
         return respond_text(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
     add_fields(r->e, resp, status, rp);
+    time_answer(r);
     if (r->e->draining)             /* stopping: this client should go elsewhere next */
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ret = MHD_queue_response(r->conn, status, resp);
@@ -384,6 +400,7 @@ static enum MHD_Result answer_stored(struct http_req *r, const char *status_text
         .age = lookup_age(cr, now),
     };
     cache_status(&rp, "%s", status_text);
+    r->cls = a->stale ? STATS_STALE : STATS_HIT;
     index_touch(e->index, cr->sha256, now);
     e->stats.req_hit++;
     if (a->by_hash)
@@ -527,6 +544,7 @@ static enum MHD_Result answer_streaming(struct http_req *r, const struct fill_in
         e->stats.req_miss++;
     else
         e->stats.req_collapsed++;
+    r->cls = !fi->storable ? STATS_PASS : r->a.started ? STATS_MISS : STATS_COLLAPSED;
     if (fi->has_total && not_modified(r, &rp))
         return respond_304(r, &rp);
     enum http_range_result rr = fi->has_total ? choose_range(r, &rp, &range) : HTTP_RANGE_NONE;
@@ -734,6 +752,8 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     }
     r->a.fd = r->a.backup_fd = -1;
     r->e->active_requests++;
+    r->t0 = uv_hrtime();
+    r->cls = STATS_ERROR;
     return r;
 }
 
