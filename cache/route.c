@@ -657,3 +657,48 @@ char *route_do_url(const char *base, const char *origin_url)
     curl_url_cleanup(u);
     return out;
 }
+
+/* ---- the cache's own base URL ------------------------------------------------- */
+
+static bool is_loopback_host(const char *h, size_t n)
+{
+    if (n >= 2 && h[0] == '[' && h[n - 1] == ']') {
+        h++;
+        n -= 2;
+    }
+    if ((n == 9 && strncasecmp(h, "localhost", 9) == 0)
+        || (n > 10 && strncasecmp(h + n - 10, ".localhost", 10) == 0))
+        return true;
+    if (n == 3 && strncmp(h, "::1", 3) == 0)
+        return true;
+    return n >= 4 && strncmp(h, "127.", 4) == 0 && strspn(h, "0123456789.") == n;
+}
+
+char *route_cache_base(const struct cfg *cfg, const char *host, int *warn, char *why,
+                       size_t whylen)
+{
+    char *out = NULL;
+    *warn = 0;
+    if (cfg->advertise_url && cfg->advertise_url[0])
+        return strdup(cfg->advertise_url);
+    if (!host || !host[0]) {
+        say(why, whylen, "no host to put into the URLs: set advertise_url (the URL devices "
+            "reach this cache at, e.g. http://gateway:8080)");
+        return NULL;
+    }
+    /* the host without its port (an IPv6 literal keeps its brackets) */
+    size_t n = host[0] == '[' ? strcspn(host, "]") + 1 : strcspn(host, ":");
+    if (n > strlen(host) || n == 0 || n > 255 || strcspn(host, "/?#@ \t") < n) {
+        say(why, whylen, "the request's Host '%.100s' is not a host name: set advertise_url",
+            host);
+        return NULL;
+    }
+    const char *lh = cfg->listen.host;
+    *warn = is_loopback_host(host, n) && !is_loopback_host(lh, strlen(lh));
+    unsigned port = cfg->listen.port;
+    int rc = port == 80 ? asprintf(&out, "http://%.*s", (int)n, host)
+                        : asprintf(&out, "http://%.*s:%u", (int)n, host, port);
+    if (rc < 0)
+        return NULL;
+    return out;
+}

@@ -85,6 +85,17 @@ char *route_key_for_url(const char *url);
  * asks its parent. malloc'd, or NULL when origin_url does not parse. */
 char *route_do_url(const char *base, const char *origin_url);
 
+/* Where children reach this cache's data plane, as a base URL for
+ * rewritten manifests: advertise_url when it is set; else the host name
+ * the request came to (its Host without the port; NULL: none), with the
+ * data plane's port (the request reached the control plane, whose port is
+ * no use to a device). *warn is set when that host is a loopback name or
+ * address while the data plane listens beyond loopback: the URLs work on
+ * this machine only, and the operator should set advertise_url. malloc'd,
+ * or NULL with why. */
+char *route_cache_base(const struct cfg *cfg, const char *host, int *warn, char *why,
+                       size_t whylen);
+
 /* True when origin_url's origin is listed in `immutable`. */
 int route_immutable(const struct cfg *cfg, const char *origin_url);
 

@@ -314,7 +314,8 @@ static const struct cfg_option options[] = {
       .offset = offsetof(struct cfg, parent_admin_token) },
     { .name = "advertise_url", .type = T_STRING, .def = "", .metavar = "URL",
       .help = "the URL children use to reach this cache's data plane, put into rewritten "
-              "manifests (default: the Host the rewrite request came to)",
+              "manifests (default: the host name the rewrite request came to, with the data "
+              "plane's port)",
       .offset = offsetof(struct cfg, advertise_url) },
     { .name = "resume_attempts", .type = T_UINT, .def = "5",
       .min = 0, .max = 100, .unit = "attempts",

@@ -200,6 +200,10 @@ enum MHD_Result admin_send_answer(struct admin_req *req)
         return MHD_NO;
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, req->ctype);
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    if (req->warning)   /* RFC 7234 §5.5's miscellaneous persistent warning */
+        MHD_add_response_header(resp, "Warning",
+                                "299 edgecache \"the rewritten URLs name a loopback address: "
+                                "set advertise_url to the URL devices reach this cache at\"");
     enum MHD_Result ret = MHD_queue_response(req->conn, req->status, resp);
     MHD_destroy_response(resp);
     return ret;

@@ -37,6 +37,7 @@ struct admin_req {
     unsigned status;            /* a deferred answer, once the job finished */
     char *answer;               /* owned */
     const char *ctype;
+    int warning;                /* the rewritten URLs name a loopback host (api_rewrite.c) */
 };
 
 struct admin_job {

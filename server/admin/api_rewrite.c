@@ -293,22 +293,27 @@ static void rewrite_destroy(struct admin_job *j)
     free(x);
 }
 
-/* Where children reach this cache: advertise_url, else the Host the
- * request came to. */
+/* Where children reach this cache (route_cache_base): advertise_url, else
+ * the host the request came to with the data plane's port. A loopback host
+ * while the data plane listens beyond it is answered with a Warning. */
 static char *cache_base(struct admin_req *req, char *why, size_t whylen)
 {
-    const char *adv = req->e->cfg->advertise_url;
-    if (adv && adv[0])
-        return manifest_cache_base(adv, why, whylen);
+    const struct cfg *cfg = req->e->cfg;
     const char *host = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Host");
-    char url[400];
-    if (!host || !host[0]) {
-        snprintf(why, whylen, "the request has no Host header and advertise_url is not set "
-                 "(config key: advertise_url)");
+    int warn = 0;
+    char *url = route_cache_base(cfg, host, &warn, why, whylen);
+    if (!url)
         return NULL;
+    char *base = manifest_cache_base(url, why, whylen);
+    if (base && warn) {
+        req->warning = 1;
+        log_msg(&req->e->log, LOG_WARN, "manifest", "the rewritten URLs name %s, a loopback "
+                "address, while devices reach the data plane at %s:%u: set advertise_url "
+                "(config key) to the URL devices use, e.g. http://<gateway name>:%u",
+                base, cfg->listen.host, cfg->listen.port, cfg->listen.port);
     }
-    snprintf(url, sizeof url, "http://%.300s", host);
-    return manifest_cache_base(url, why, whylen);
+    free(url);
+    return base;
 }
 
 enum MHD_Result api_manifest(struct admin_req *req, int prefetch, int answer_doc)

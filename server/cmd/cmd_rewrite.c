@@ -1,5 +1,5 @@
 /*
- * edgecache rewrite --cache-url URL [OPTION]... FILE|-
+ * edgecache rewrite [--cache-url URL] [OPTION]... FILE|-
  *
  * The rewrite of POST /api/v1/rewrite (DESIGN.md §4, cache/manifest.h) as a
  * command, for a deployment pipeline that writes the manifests children
@@ -8,6 +8,10 @@
  * nothing else. The allow-list is the daemon's: every option other than
  * --cache-url and FILE goes to cfg_load() (config file, EDGECACHE_*
  * environment, --allow), so the same configuration refuses the same URLs.
+ * Without --cache-url the URL follows the daemon's rule (route_cache_base):
+ * advertise_url, else this machine's name (the listen address when it is
+ * not a wildcard) with the data plane's port, with a warning on stderr when
+ * that name is a loopback one while the data plane listens beyond it.
  *
  * FILE is the one argument that is neither a flag nor the value following
  * a flag; when every candidate follows a flag (a boolean switch before
@@ -22,7 +26,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <unistd.h>
+
 #include "cache/manifest.h"
+#include "cache/route.h"
 #include "config/cfg.h"
 #include "server/cmd/cmd.h"
 
@@ -52,6 +59,7 @@ static int split_args(int argc, char **argv, struct rewrite_args *a, char *why,
 static void print_usage(FILE *out);
 static int read_all(FILE *f, size_t max, char **buf, size_t *len);
 static int read_input(const char *file, size_t max, char **buf, size_t *len);
+static char *default_cache_url(const struct cfg *cfg, char *why, size_t whylen);
 static int run_rewrite(const struct rewrite_args *a, const struct cfg *cfg);
 
 int cmd_rewrite(int argc, char **argv)
@@ -163,9 +171,8 @@ static int split_args(int argc, char **argv, struct rewrite_args *a, char *why,
     }
     if (!a->file && pick_file(argc, argv, taken, a, why, whylen) != 0)
         goto out;
-    if (!a->cache_url || !a->cache_url[0]) {
-        snprintf(why, whylen, "--cache-url URL is required (where children reach this "
-                 "cache, e.g. http://gateway:8080)");
+    if (a->cache_url && !a->cache_url[0]) {
+        snprintf(why, whylen, "--cache-url needs a URL (e.g. http://gateway:8080)");
         goto out;
     }
     for (int i = 1; i < argc; i++)
@@ -179,13 +186,15 @@ out:
 
 static void print_usage(FILE *out)
 {
-    fputs("Usage: edgecache rewrite --cache-url URL [OPTION]... FILE|-\n"
+    fputs("Usage: edgecache rewrite [--cache-url URL] [OPTION]... FILE|-\n"
           "Writes FILE (a Device Update deployment, the deviceUpdate.service object, or a\n"
           "device twin with a firmware section) to standard output with every download\n"
           "URL (fileUrls, rootKeyPackageUrl, fwPackageURI) pointing at this cache in\n"
           "Delivery Optimization shape. The signed updateManifest is never changed.\n\n"
           "  --cache-url URL\n"
-          "      where children reach this cache, e.g. http://gateway:8080 (required)\n"
+          "      where children reach this cache, e.g. http://gateway:8080; default:\n"
+          "      advertise_url, else this machine's host name (or the listen address\n"
+          "      when it names one) with the data plane's port\n"
           "  FILE\n"
           "      the JSON document; - reads standard input\n\n"
           "Every daemon option is accepted (see edgecache --help); rewrite uses the\n"
@@ -255,6 +264,31 @@ static int read_input(const char *file, size_t max, char **buf, size_t *len)
     return rc == 0 ? 0 : -1;
 }
 
+/* The daemon's rule for a rewrite without a URL (route_cache_base), with
+ * this machine standing in for the request's Host: the listen address when
+ * it names one, else the host name. malloc'd, or NULL with why. */
+static char *default_cache_url(const struct cfg *cfg, char *why, size_t whylen)
+{
+    char name[256] = "";
+    const char *lh = cfg->listen.host;
+    bool wildcard = !lh[0] || strcmp(lh, "0.0.0.0") == 0 || strcmp(lh, "::") == 0;
+    if (!wildcard) {
+        snprintf(name, sizeof name, strchr(lh, ':') ? "[%s]" : "%s", lh);
+    } else if (gethostname(name, sizeof name - 1) != 0 || !name[0]) {
+        snprintf(why, whylen, "this machine has no host name: give --cache-url or set "
+                 "advertise_url (config key)");
+        return NULL;
+    }
+    int warn = 0;
+    char *url = route_cache_base(cfg, name, &warn, why, whylen);
+    if (url && warn)
+        fprintf(stderr, "edgecache rewrite: warning: the URLs name %s, a loopback address, "
+                "while the data plane listens on %s:%u: give --cache-url or set "
+                "advertise_url (config key) to the URL devices reach this cache at\n",
+                url, lh, cfg->listen.port);
+    return url;
+}
+
 static int run_rewrite(const struct rewrite_args *a, const struct cfg *cfg)
 {
     struct manifest_result res;
@@ -262,12 +296,16 @@ static int run_rewrite(const struct rewrite_args *a, const struct cfg *cfg)
     char why[512] = "";
     char *body = NULL;
     size_t len = 0;
-    char *base = manifest_cache_base(a->cache_url, why, sizeof why);
+    char *url = a->cache_url ? strdup(a->cache_url) : default_cache_url(cfg, why, sizeof why);
+    char *base = url ? manifest_cache_base(url, why, sizeof why) : NULL;
 
     if (!base) {
-        fprintf(stderr, "edgecache rewrite: --cache-url: %s\n", why);
+        fprintf(stderr, "edgecache rewrite: %s%s\n",
+                a->cache_url ? "--cache-url: " : !url ? "" : "advertise_url: ", why);
+        free(url);
         return EXIT_USAGE;
     }
+    free(url);
     struct manifest_opts o = { .cache_base = base, .allow = manifest_allow_cfg,
                                .allow_ctx = (void *)cfg,
                                .max_bytes = MANIFEST_MAX_BYTES_DEFAULT };

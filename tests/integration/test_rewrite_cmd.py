@@ -5,6 +5,7 @@ stderr, usage errors exit 2."""
 
 import json
 import os
+import socket
 import subprocess
 
 import harness
@@ -121,7 +122,6 @@ def test_bad_files_exit_1_with_the_reason(workdir):
 
 def test_usage_errors_exit_2():
     for args, words in [
-        ((DEPLOYMENT,), ["--cache-url"]),
         ((DEPLOYMENT, "--cache-url"), ["--cache-url needs a URL"]),
         (("--cache-url", CACHE), ["FILE"]),
         (("--cache-url", "gw:8080", DEPLOYMENT), ["--cache-url", "gw:8080"]),
@@ -135,6 +135,34 @@ def test_usage_errors_exit_2():
         assert p.stdout == b""
         for w in words:
             assert w in p.stderr.decode(), (w, p.stderr)
+
+
+def file_urls(doc):
+    """Every fileUrls value of a rewritten deployment document."""
+    return list(json.loads(doc)["fileUrls"].values())
+
+
+def test_without_cache_url_the_urls_name_this_machine_and_the_data_port():
+    # The newcomer's case: no --cache-url, no advertise_url, the default
+    # listen address (a wildcard): this machine's name and port 8080.
+    p = rewrite(DEPLOYMENT)
+    assert p.returncode == 0, p.stderr
+    host = socket.gethostname()
+    urls = file_urls(p.stdout)
+    assert urls and all(u.startswith("http://%s:8080/" % host) for u in urls), urls
+    assert b"warning" not in p.stderr
+
+
+def test_without_cache_url_a_listen_address_is_used_and_advertise_url_wins():
+    p = rewrite("--listen", "127.0.0.1:9090", DEPLOYMENT)
+    assert p.returncode == 0, p.stderr
+    assert all(u.startswith("http://127.0.0.1:9090/") for u in file_urls(p.stdout))
+    assert b"warning" not in p.stderr   # the data plane is on loopback too
+    p = rewrite("--listen", "[::1]:9090", DEPLOYMENT)
+    assert all(u.startswith("http://[::1]:9090/") for u in file_urls(p.stdout))
+    p = rewrite(DEPLOYMENT, env={"EDGECACHE_ADVERTISE_URL": "http://gw.factory:80"})
+    assert p.returncode == 0, p.stderr
+    assert all(u.startswith("http://gw.factory/") for u in file_urls(p.stdout))
 
 
 def test_help():
