@@ -9,7 +9,7 @@ BUILD="build-essential cmake pkg-config libuv1-dev libmicrohttpd-dev
        libcurl4-openssl-dev libsqlite3-dev libssl-dev libjansson-dev
        libinih-dev"
 TEST="libcmocka-dev python3 python3-pytest nginx-light curl iproute2 apt-utils dpkg-dev
-      prometheus"
+      prometheus chromium"
 BENCH="wrk varnish"
 FUZZ="clang-14 libclang-rt-14-dev"
 

@@ -22,6 +22,10 @@ enum MHD_Result api_healthz(struct admin_req *req);
 enum MHD_Result api_status(struct admin_req *req);
 enum MHD_Result api_metrics(struct admin_req *req);
 enum MHD_Result api_dashboard(struct admin_req *req);
+/* Starts (admin_start) and stops (admin_stop) the sampling of /status's
+ * "history". */
+void status_history_start(struct edge *e);
+void status_history_stop(struct edge *e);
 
 /* POST /api/v1/expectations (server/admin/api_expect.c). */
 enum MHD_Result api_expectations(struct admin_req *req);

@@ -171,6 +171,7 @@ int admin_start(struct edge *e, char *err, size_t errlen)
         snprintf(err, errlen, "admin_listen: %s", uv_strerror(rc));
         return -1;
     }
+    status_history_start(e);
     return 0;
 }
 
@@ -187,4 +188,5 @@ void admin_stop(struct edge *e)
     mhduv_stop(&e->admin_uv, NULL);
     MHD_stop_daemon(e->admin_daemon);
     e->admin_daemon = NULL;
+    status_history_stop(e);
 }

@@ -4,6 +4,18 @@
  * (JSON), /metrics (Prometheus text) and / (the dashboard, compiled in
  * from server/admin/dashboard.html, which reads /status itself).
  *
+ * /status also carries "history": the counters bytes_sent_cache,
+ * bytes_sent_fill and upstream_bytes sampled every HISTORY_INTERVAL_S
+ * seconds, the last HISTORY_SAMPLES of them (an hour), oldest first:
+ *   "history": {"interval_s": 10, "samples":
+ *               [{"t": <unix>, "cache": n, "fill": n, "upstream": n}, ...]}
+ * Each sample holds the counters' TOTALS at time t (since the daemon
+ * started), not deltas: the bytes of an interval are the difference of two
+ * samples, and the first sample is the baseline. Sampling starts with the
+ * control plane (a first sample at once, status_history_start) and stops
+ * with it (status_history_stop). "now" (top level) is the daemon's clock, for
+ * times relative to it (down_since, the chart's last interval).
+ *
  * Thread: loop thread only.
  */
 #include <jansson.h>
@@ -21,6 +33,75 @@
 /* server/admin/dashboard.html, compiled in by CMake. */
 extern const unsigned char edgecache_dashboard[];
 extern const size_t edgecache_dashboard_len;
+
+#define HISTORY_INTERVAL_S 10
+#define HISTORY_SAMPLES 360
+
+struct history_sample {
+    int64_t t;
+    uint64_t cache, fill, upstream;
+};
+
+/* One daemon per process: the ring lives here rather than in struct edge. */
+static struct {
+    uv_timer_t timer;
+    struct edge *e;
+    int running;                    /* the timer is initialised and not closed */
+    int stopped;                    /* status_history_stop ran: never again */
+    size_t next, count;             /* ring position and fill */
+    struct history_sample ring[HISTORY_SAMPLES];
+} history;
+
+static void history_sample(uv_timer_t *t)
+{
+    const struct stats *s = &((struct edge *)t->data)->stats;
+    history.ring[history.next] = (struct history_sample){
+        .t = (int64_t)time(NULL), .cache = s->bytes_sent_cache, .fill = s->bytes_sent_fill,
+        .upstream = s->upstream_bytes};
+    history.next = (history.next + 1) % HISTORY_SAMPLES;
+    if (history.count < HISTORY_SAMPLES)
+        history.count++;
+}
+
+void status_history_start(struct edge *e)
+{
+    if (history.running || history.stopped || !e->loop)
+        return;
+    if (uv_timer_init(e->loop, &history.timer) != 0)
+        return;
+    history.timer.data = e;
+    history.e = e;
+    history.running = 1;
+    /* it never keeps the loop alive by itself */
+    uv_unref((uv_handle_t *)&history.timer);
+    history_sample(&history.timer);
+    uv_timer_start(&history.timer, history_sample, HISTORY_INTERVAL_S * 1000,
+                   HISTORY_INTERVAL_S * 1000);
+}
+
+void status_history_stop(struct edge *e)
+{
+    history.stopped = 1;
+    if (!history.running || history.e != e)
+        return;
+    uv_timer_stop(&history.timer);
+    uv_close((uv_handle_t *)&history.timer, NULL);
+    history.running = 0;
+}
+
+static json_t *history_json(void)
+{
+    json_t *samples = json_array();
+    size_t first = (history.next + HISTORY_SAMPLES - history.count) % HISTORY_SAMPLES;
+    for (size_t i = 0; i < history.count; i++) {
+        const struct history_sample *h = &history.ring[(first + i) % HISTORY_SAMPLES];
+        json_array_append_new(samples, json_pack("{s:I, s:I, s:I, s:I}", "t", (json_int_t)h->t,
+                                                 "cache", (json_int_t)h->cache, "fill",
+                                                 (json_int_t)h->fill, "upstream",
+                                                 (json_int_t)h->upstream));
+    }
+    return json_pack("{s:i, s:o}", "interval_s", HISTORY_INTERVAL_S, "samples", samples);
+}
 
 static json_t *counters_json(const struct stats *s)
 {
@@ -84,6 +165,7 @@ enum MHD_Result api_status(struct admin_req *req)
         fills_foreach(e->fills, fill_json, fills);
     json_object_set_new(root, "version", json_string(EDGECACHE_VERSION));
     json_object_set_new(root, "node_id", json_string(e->cfg->node_id));
+    json_object_set_new(root, "now", json_integer((json_int_t)time(NULL)));
     json_object_set_new(root, "uptime_s", json_integer((json_int_t)(time(NULL) - e->started)));
     json_object_set_new(root, "cache_dir", json_string(e->cfg->cache_dir));
     json_object_set_new(root, "objects", json_integer((json_int_t)e->stats.objects));
@@ -102,6 +184,7 @@ enum MHD_Result api_status(struct admin_req *req)
     json_object_set_new(root, "parent", e->cfg->parent && e->cfg->parent[0]
                                             ? json_string(e->cfg->parent) : json_null());
     json_object_set_new(root, "deployments", api_deployments_json(e));
+    json_object_set_new(root, "history", history_json());
     char *raw = json_dumps(root, JSON_INDENT(2));
     json_decref(root);
     char *text = raw ? log_redact_dup(raw) : NULL;  /* no SAS sig nor presign secret */
