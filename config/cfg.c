@@ -1223,18 +1223,44 @@ static void check_section_line(struct ini_ctx *x, const char *line)
         ini_error(x, "unknown section [%s] (put keys at the top or under [edgecache])", name);
 }
 
+/* One physical line into str (num bytes, inih's buffer), read byte by byte
+ * rather than with fgets(), whose result strlen() cannot measure: a NUL
+ * byte would hide how much was read, so a long line would be split and
+ * its rest read as a line of its own. A line with a NUL byte is refused
+ * (a config file is text), and so is one longer than the buffer. */
 static char *ini_read_line(char *str, int num, void *stream)
 {
     struct ini_ctx *x = stream;
-    if (x->err_line || !fgets(str, num, x->f))
+    size_t len = 0, cap = num > 0 ? (size_t)num - 1 : 0;
+    bool nul = false, eof = false;
+    if (x->err_line)
+        return NULL;
+    for (;;) {
+        int c = getc(x->f);
+        if (c == EOF) {
+            eof = true;
+            break;
+        }
+        nul |= c == '\0';
+        if (len < cap)
+            str[len] = (char)c;
+        len++;
+        if (c == '\n')
+            break;
+    }
+    if (len == 0 && eof)
         return NULL;
     x->line++;
-    size_t len = strlen(str);
-    if (len == (size_t)num - 1 && str[len - 1] != '\n' && getc(x->f) != EOF) {
+    if (nul) {
+        ini_error(x, "the line contains a NUL byte (a config file is text)");
+        return NULL;
+    }
+    if (len > cap) {
         ini_error(x, "the line is longer than %d characters "
                   "(split a list over several `name = ...` lines)", num - 3);
         return NULL;
     }
+    str[len] = '\0';
     check_section_line(x, str);
     return x->err_line ? NULL : str;
 }

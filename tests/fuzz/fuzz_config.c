@@ -14,9 +14,9 @@
  * Checks, beyond "no crash, no leak, no UB":
  *   - the result is CFG_OK or CFG_ERROR (never CFG_EXIT: no flag asks for
  *     help); an error has a message that names the file and a line within
- *     it (file; the line is not checked for inputs with a NUL byte, see
- *     crashes/fuzz_config-nul-splits-long-line) or "environment" (env), or the one rule across options
- *     (admin_token), and leaves *cfg empty;
+ *     it (file) or "environment" (env), or the one rule across options
+ *     (admin_token), and leaves *cfg empty; a file with a NUL byte never
+ *     loads;
  *   - a loaded cfg keeps the header's promises: listeners with ports
  *     1..65535, every allow and immutable entry http(s) with a lower-case
  *     host and a port that re-parses (cfg_parse_allow) to the same entry,
@@ -219,6 +219,10 @@ static void load_as_file(const uint8_t *data, size_t size)
     write_conf(data, size);
     enum cfg_result r = cfg_load(&c, 3, argv, envp, devnull, err, sizeof err);
     FUZZ_CHECK(r == CFG_OK || r == CFG_ERROR, "file: result %d", r);
+    /* A config file is text: a NUL byte anywhere is refused (the line it
+     * is on, or an earlier error). */
+    FUZZ_CHECK(r == CFG_ERROR || !memchr(data, '\0', size),
+               "file: a file with a NUL byte loaded");
     if (r == CFG_OK) {
         FUZZ_CHECK(c.config_file && strcmp(c.config_file, conf_path) == 0,
                    "file: config_file %s", c.config_file ? c.config_file : "(null)");
@@ -230,12 +234,7 @@ static void load_as_file(const uint8_t *data, size_t size)
             goto out;
         FUZZ_CHECK(strncmp(err, conf_path, plen) == 0 && err[plen] == ':',
                    "file: the message does not name the file: %s", err);
-        /* A NUL byte makes a physical line longer than inih's buffer read
-         * as two lines instead of being refused, so the line numbers run
-         * ahead: reported with crashes/fuzz_config-nul-splits-long-line,
-         * not checked for such inputs until that is settled. */
-        if (err[plen + 1] >= '0' && err[plen + 1] <= '9' &&
-            !FUZZ_KNOWN(memchr(data, '\0', size))) {
+        if (err[plen + 1] >= '0' && err[plen + 1] <= '9') {
             size_t lines = 1;
             for (size_t i = 0; i < size; i++)
                 lines += data[i] == '\n';
@@ -268,7 +267,8 @@ static void load_as_env(const uint8_t *data, size_t size)
     } else {
         check_failed(&c, err, "env");
         FUZZ_CHECK(fuzz_starts_with(err, "environment ") ||
-                       fuzz_starts_with(err, "admin_token: "),
+                       fuzz_starts_with(err, "admin_token: ") ||
+                       fuzz_starts_with(err, "admin_token_file: "),
                    "env: the message does not name the environment: %s", err);
     }
     cfg_free(&c);

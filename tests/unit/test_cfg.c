@@ -537,6 +537,68 @@ static void test_file_errors(void **state)
     assert_contains(err, "cannot open the config file");
 }
 
+/* Writes len bytes (NULs included) to a file in the test's directory. */
+static char *write_bytes(struct fx *fx, const char *name, const char *bytes, size_t len)
+{
+    char *path = write_file(fx, name, "");
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    assert_int_equal(fwrite(bytes, 1, len, f), len);
+    assert_int_equal(fclose(f), 0);
+    return path;
+}
+
+/* A NUL byte is an error naming the file and its line, however long the
+ * line: "#" + 198 NULs + "cache_dir = /x" used to be read as two lines, a
+ * comment and a setting (found by fuzz_config). */
+static void test_file_nul_byte(void **state)
+{
+    struct fx *fx = *state;
+    char err[ERRLEN], want[PATH_MAX + 64], buf[1024];
+    struct { const char *before; size_t nuls; const char *after; const char *line; } cases[] = {
+        { "#", 198, "cache_dir = /x\n", ":1: " },
+        { "cache_dir = /x", 1, "\n", ":1: " },
+        { "log_level = info\n\ncache_dir = /x", 1, "y\n", ":3: " },
+        { "# a comment\n", 1, "\n", ":2: " },
+        { "log_level = info\n#", 300, "\ncache_dir = /x\n", ":2: " },
+        { "log_level = info\n", 1, "", ":2: " },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        size_t n = 0;
+        memcpy(buf, cases[i].before, strlen(cases[i].before));
+        n += strlen(cases[i].before);
+        memset(buf + n, 0, cases[i].nuls);
+        n += cases[i].nuls;
+        memcpy(buf + n, cases[i].after, strlen(cases[i].after));
+        n += strlen(cases[i].after);
+        char *path = write_bytes(fx, "nul.conf", buf, n);
+        load_err(ARGV("-c", path), NOENV, err);
+        snprintf(want, sizeof want, "%s%s", path, cases[i].line);
+        if (strncmp(err, want, strlen(want)) != 0 || !strstr(err, "contains a NUL byte"))
+            fail_msg("case %zu: expected \"%s... contains a NUL byte...\", got \"%s\"", i,
+                     want, err);
+        unlink(path);
+        fx->n_files--;
+    }
+    /* An over-long line is refused, NULs or not, and the lines after it
+     * are not read (no setting from the rest of the line). */
+    memset(buf, 'x', 300);
+    buf[0] = '#';
+    memcpy(buf + 300, "\ncache_dir = /x\n", 16);
+    char *path = write_bytes(fx, "long.conf", buf, 316);
+    load_err(ARGV("-c", path), NOENV, err);
+    snprintf(want, sizeof want, "%s:1: the line is longer than", path);
+    assert_contains(err, want);
+    /* a last line that fills inih's buffer (199 characters, no newline) still loads */
+    struct cfg c;
+    memset(buf, ' ', 199);
+    memcpy(buf, "cache_dir = /x", 14);
+    path = write_bytes(fx, "edge.conf", buf, 199);
+    load_ok(&c, ARGV("-c", path), NOENV);
+    assert_string_equal(c.cache_dir, "/x");
+    cfg_free(&c);
+}
+
 static void test_env_errors(void **state)
 {
     struct fx *fx = *state;
@@ -984,7 +1046,7 @@ int main(void)
         T(test_defaults), T(test_precedence_scalar), T(test_precedence_list),
         T(test_file_syntax), T(test_parse_size), T(test_parse_duration),
         T(test_parse_listen), T(test_parse_allow), T(test_routes),
-        T(test_enums_and_numbers), T(test_file_errors), T(test_env_errors),
+        T(test_enums_and_numbers), T(test_file_errors), T(test_file_nul_byte), T(test_env_errors),
         T(test_argv_errors), T(test_admin_token), T(test_help), T(test_version),
         T(test_markdown), T(test_example_file), T(test_admin_token_file), T(test_log_redacts_credentials), T(test_iotedge_node_id), T(test_cfg_free_leaves_nothing), T(test_log_text),
         T(test_log_json), T(test_log_long_line), T(test_log_null_logger),
