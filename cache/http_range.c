@@ -324,14 +324,19 @@ static int days_in_month(int mon, int year)
 }
 
 /* Converts a parsed date, refusing fields out of range ("Feb 30", "25:00").
- * Second 60 (a leap second) is allowed and rolls into the next minute. */
+ * Second 60 (a leap second) is allowed and rolls into the next minute.
+ * timegm() returns -1 both on an error and for 1969-12-31T23:59:59Z, a
+ * valid date: -1 is an error only when the fields timegm() normalised are
+ * not that second (with the fields range-checked and a four-digit year,
+ * a 64-bit time_t cannot overflow, so that is a safeguard). */
 static int date_finish(struct tm *tm, time_t *out)
 {
     if (tm->tm_hour > 23 || tm->tm_min > 59 || tm->tm_sec > 60 || tm->tm_mday < 1 ||
         tm->tm_mday > days_in_month(tm->tm_mon, tm->tm_year + 1900))
         return -1;
     time_t t = timegm(tm);
-    if (t == (time_t)-1)
+    if (t == (time_t)-1 && !(tm->tm_year == 69 && tm->tm_mon == 11 && tm->tm_mday == 31 &&
+                             tm->tm_hour == 23 && tm->tm_min == 59 && tm->tm_sec == 59))
         return -1;
     *out = t;
     return 0;

@@ -262,6 +262,25 @@ static void date_format_round_trip(void **state)
     assert_string_equal(buf, "Tue, 29 Feb 2000 00:00:00 GMT");
 }
 
+/* The last second of 1969 is time_t -1, which timegm() also returns on an
+ * error: it is a date like any other (found by fuzz_range). */
+static void date_1969_last_second(void **state)
+{
+    (void)state;
+    char buf[30];
+    time_t back = 0;
+    expect_date("Wed, 31 Dec 1969 23:59:59 GMT", -1);
+    expect_date("Wed Dec 31 23:59:59 1969", -1);
+    expect_date("Wed, 31 Dec 1969 23:59:58 GMT", -2);
+    /* A leap second rolls into 1970: 0, not -1. */
+    expect_date("Wed, 31 Dec 1969 23:59:60 GMT", 0);
+    http_date_format(-1, buf, sizeof buf);
+    assert_string_equal(buf, "Wed, 31 Dec 1969 23:59:59 GMT");
+    assert_int_equal(http_date_parse(buf, &back), 0);
+    assert_int_equal(back, -1);
+    assert_true(http_if_range(buf, "\"ab12\"", -1));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -277,6 +296,7 @@ int main(void)
         cmocka_unit_test(date_three_formats),
         cmocka_unit_test(date_rejects_garbage),
         cmocka_unit_test(date_format_round_trip),
+        cmocka_unit_test(date_1969_last_second),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
