@@ -16,6 +16,7 @@
  */
 #include "cache/route.h"
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -37,6 +38,7 @@ enum parse_result {
     PARSE_OK,
     PARSE_BAD,          /* not a URL curl accepts, or not one we can key */
     PARSE_SCHEME,       /* a URL, but not http or https */
+    PARSE_HOST,         /* a host that is not one name: see host_is_fixed */
 };
 
 /* Query parameters that only authorise a download: they vary per client
@@ -63,6 +65,7 @@ static const char *query_find(const char *query, const char *name, size_t *vlen)
 static void lower(char *s);
 static void parts_free(struct url_parts *p);
 static enum parse_result curl_part(CURLU *u, CURLUPart what, char **out);
+static bool host_is_fixed(const char *host);
 static enum parse_result parts_read(CURLU *u, struct url_parts *p);
 static enum parse_result parts_parse(const char *url, struct url_parts *p);
 static char *parts_url(const struct url_parts *p, bool drop_auth);
@@ -199,6 +202,43 @@ static enum parse_result curl_part(CURLU *u, CURLUPart what, char **out)
     return rc == CURLUE_OK ? PARSE_OK : PARSE_BAD;
 }
 
+/* curl_url percent-decodes the host each time it parses a URL, so a host
+ * that holds a '%' once decoded ("a%2541" -> "a%41") would name another
+ * host ("aA") when its URL is parsed again, by the next layer asking in DO
+ * shape or by curl fetching it: no fixed point for the key. True when the
+ * (lower-cased) host has no '%' and reads back as itself. */
+static bool host_is_fixed(const char *host)
+{
+    char *url = NULL, *again = NULL;
+    CURLU *u = NULL;
+    bool same = false;
+    if (strchr(host, '%'))
+        return false;
+    /* The common cases read back as themselves: a name with a label that
+     * does not start with a digit (so curl does not read it as an IPv4
+     * address, "1" -> "0.0.0.1"), or an IPv4 address spelt canonically. */
+    if (host[strspn(host, "abcdefghijklmnopqrstuvwxyz0123456789.-_")] == '\0') {
+        for (const char *l = host; *l; l += strcspn(l, ".") + (l[strcspn(l, ".")] == '.'))
+            if (!(*l >= '0' && *l <= '9') && *l != '.')
+                return true;
+        struct in_addr a4;
+        char back[INET_ADDRSTRLEN];
+        if (inet_pton(AF_INET, host, &a4) == 1 && inet_ntop(AF_INET, &a4, back, sizeof back) &&
+            strcmp(back, host) == 0)
+            return true;
+    }
+    if (asprintf(&url, "http://%s/", host) >= 0 && (u = curl_url()) &&
+        curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_HOST, &again, 0) == CURLUE_OK) {
+        lower(again);
+        same = strcmp(again, host) == 0;
+    }
+    curl_free(again);
+    curl_url_cleanup(u);
+    free(url);
+    return same;
+}
+
 static enum parse_result parts_read(CURLU *u, struct url_parts *p)
 {
     char *port = NULL, *zone = NULL;
@@ -222,7 +262,9 @@ static enum parse_result parts_read(CURLU *u, struct url_parts *p)
     curl_free(port);
     lower(p->scheme);
     lower(p->host);
-    return p->port == 0 || p->host[0] == '\0' ? PARSE_BAD : PARSE_OK;
+    if (p->port == 0 || p->host[0] == '\0')
+        return PARSE_BAD;
+    return host_is_fixed(p->host) ? PARSE_OK : PARSE_HOST;
 }
 
 static int hexval(char c)
@@ -235,7 +277,8 @@ static int hexval(char c)
  * decoded (RFC 3986 §6.2.2.2: "%2e" is "."), so that dot segments spelt
  * encoded are removed like the others (a route's "/o/%2e%2e/x" must not
  * reach "/x" at the origin) and equal paths give one key. Reserved
- * characters ("%2F") stay encoded. malloc'd, or NULL. */
+ * characters ("%2F") stay encoded. malloc'd, or NULL when out of memory
+ * or when a '%' in the path is not followed by two hex digits. */
 static char *decode_unreserved(const char *url)
 {
     char *out = strdup(url);
@@ -247,7 +290,11 @@ static char *decode_unreserved(const char *url)
     char *w = p;
     while (*p && *p != '?' && *p != '#') {
         int hi, lo;
-        if (p[0] == '%' && (hi = hexval(p[1])) >= 0 && (lo = hexval(p[2])) >= 0) {
+        if (p[0] == '%' && ((hi = hexval(p[1])) < 0 || (lo = hexval(p[2])) < 0)) {
+            free(out);          /* a stray '%' (see escapes_valid) */
+            return NULL;
+        }
+        if (p[0] == '%') {
             char c = (char)(hi << 4 | lo);
             if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')
                 || c == '-' || c == '.' || c == '_' || c == '~') {
@@ -262,24 +309,73 @@ static char *decode_unreserved(const char *url)
     return out;
 }
 
-/* Parses an absolute URL. On anything but PARSE_OK, *p is left empty. */
-static enum parse_result parts_parse(const char *url_in, struct url_parts *p)
+/* False when a '%' in path is not followed by two hex digits (RFC 3986
+ * §2.1): "%5%41" would otherwise decode to "%5A", another escape, and the
+ * key would not parse back to itself. Such a URL is refused. */
+static bool escapes_valid(const char *path)
 {
-    memset(p, 0, sizeof *p);
-    char *url = decode_unreserved(url_in);
-    CURLU *u = url ? curl_url() : NULL;
-    if (!u) {
-        free(url);
-        return PARSE_BAD;
+    for (const char *p = strchr(path, '%'); p; p = strchr(p + 1, '%'))
+        if (hexval(p[1]) < 0 || hexval(p[2]) < 0)
+            return false;
+    return true;
+}
+
+/* True when path holds a percent-encoded unreserved character. */
+static bool has_unreserved_escape(const char *path)
+{
+    for (const char *p = strchr(path, '%'); p; p = strchr(p + 1, '%')) {
+        int hi = hexval(p[1]), lo = hi >= 0 ? hexval(p[2]) : -1;
+        if (lo < 0)
+            continue;
+        char c = (char)(hi << 4 | lo);
+        if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')
+            || c == '-' || c == '.' || c == '_' || c == '~')
+            return true;
     }
+    return false;
+}
+
+/* Parses an absolute URL. On anything but PARSE_OK, *p is left empty.
+ * Encoded unreserved characters of the path are decoded first
+ * (decode_unreserved), so that encoded dot segments are removed like the
+ * others. When the path curl normalised still holds one (an odd input
+ * whose authority is not where decode_unreserved looked), the URL curl
+ * gives back is decoded and parsed once more: a key parses to itself. A
+ * path with a stray '%' is refused. */
+static enum parse_result parts_parse(const char *url, struct url_parts *p)
+{
+    char *again = NULL;
     enum parse_result r = PARSE_BAD;
-    CURLUcode rc = curl_url_set(u, CURLUPART_URL, url, 0);
-    free(url);
-    if (rc == CURLUE_UNSUPPORTED_SCHEME)
-        r = PARSE_SCHEME;
-    else if (rc == CURLUE_OK)
-        r = parts_read(u, p);
-    curl_url_cleanup(u);
+    for (int pass = 0; pass < 2; pass++) {
+        CURLU *u = curl_url();
+        char *norm = NULL;
+        memset(p, 0, sizeof *p);
+        if (!u)
+            break;
+        if (pass == 0 && !(again = decode_unreserved(url))) {
+            curl_url_cleanup(u);
+            break;
+        }
+        CURLUcode rc = curl_url_set(u, CURLUPART_URL, again, 0);
+        r = rc == CURLUE_UNSUPPORTED_SCHEME ? PARSE_SCHEME
+            : rc == CURLUE_OK ? parts_read(u, p) : PARSE_BAD;
+        if (r == PARSE_OK && !escapes_valid(p->path))
+            r = PARSE_BAD;
+        bool redo = r == PARSE_OK && pass == 0 && has_unreserved_escape(p->path);
+        if (redo && curl_url_get(u, CURLUPART_URL, &norm, 0) == CURLUE_OK) {
+            free(again);
+            again = decode_unreserved(norm);
+        }
+        curl_free(norm);
+        curl_url_cleanup(u);
+        if (!redo)
+            break;
+        parts_free(p);
+        r = PARSE_BAD;
+        if (!again)
+            break;
+    }
+    free(again);
     if (r != PARSE_OK)
         parts_free(p);
     return r;
@@ -318,6 +414,12 @@ static enum route_status resolve_url(const struct cfg *cfg, const char *url,
         say(reason, reasonlen, "origin %.200s is not an http or https URL; only http "
             "and https origins can be on the allow-list (config key: allow)", url);
         return ROUTE_FORBIDDEN;
+    }
+    if (r == PARSE_HOST) {
+        say(reason, reasonlen, "the host of origin URL %.200s is not a host name once "
+            "percent-decoded (it holds a '%%', so it would name another host when parsed "
+            "again)%s", url, shape == ROUTE_SHAPE_PREFIX ? " (config key: route)" : "");
+        return ROUTE_BAD;
     }
     if (r != PARSE_OK) {
         say(reason, reasonlen, "origin URL %.200s does not parse as an http or https URL%s",
@@ -415,8 +517,10 @@ static enum route_status do_origin_host(const char *value, size_t vlen, char **h
     int dlen = 0;
     char *v = vlen > 0 && vlen < 1024 ? curl_easy_unescape(NULL, value, (int)vlen, &dlen)
                                       : NULL;
+    /* Decoded once, as a query value; a '%' left is no host (curl would
+     * decode it again: see host_is_fixed). */
     bool plain = v && (size_t)dlen == strlen(v) &&
-                 strcspn(v, "/?#@\\ \t\r\n") == (size_t)dlen;
+                 strcspn(v, "/?#@%\\ \t\r\n") == (size_t)dlen;
     *host = NULL;
     int rc = plain ? authority_parse(v, host, port) : -1;
     curl_free(v);

@@ -24,8 +24,7 @@
  *   - an absolute http(s) target whose route_key_for_url() exists either
  *     resolves to that key or is forbidden; route_key_for_url() is
  *     idempotent on any input; route_do_url() starts with the base.
- * Keys whose host holds a '%' are not checked past check_key (see
- * crashes/fuzz_route-host-percent-decoded-twice; FUZZ_STRICT=1 checks them).
+ * No key's host holds a '%' (curl would decode it again: another host).
  *
  * run.sh: -max_len=4096
  */
@@ -118,6 +117,7 @@ static void check_key(const char *key, const char *what)
     size_t alen = strcspn(rest, "/");
     FUZZ_CHECK(rest[alen] == '/', "%s: key %s has no path", what, key);
     FUZZ_CHECK(alen > 0, "%s: key %s has no host", what, key);
+    FUZZ_CHECK(!memchr(rest, '%', alen), "%s: key %s: a '%%' in the host", what, key);
     for (size_t i = 0; i < alen; i++) {
         FUZZ_CHECK(!(rest[i] >= 'A' && rest[i] <= 'Z'), "%s: key %s: upper-case host", what,
                    key);
@@ -138,27 +138,10 @@ static int allow_index(const struct cfg_allow *a)
     return -1;
 }
 
-/* True when the authority of an http(s) URL holds a '%'. */
-static int host_has_percent(const char *url)
-{
-    const char *rest = strstr(url, "://");
-    if (!rest)
-        return 0;
-    rest += 3;
-    size_t alen = strcspn(rest, "/?#");
-    return memchr(rest, '%', alen) != NULL;
-}
-
 static void check_resolved(const char *target, const struct route_target *t)
 {
     FUZZ_CHECK(t->origin_url && t->key, "%s: OK without origin or key", target);
     check_key(t->key, target);
-    /* curl_url percent-decodes the host each time it parses a URL, and a
-     * '%' may survive once ("a%2541" -> "a%41" -> "aA"), so such a key is
-     * no fixed point: reported with crashes/fuzz_route-host-percent-decoded-
-     * twice; not checked further until that is settled. */
-    if (FUZZ_KNOWN(host_has_percent(t->key)))
-        return;
     FUZZ_CHECK(!query_has(t->origin_url, param_is_do), "%s: origin %s keeps a DO parameter",
                target, t->origin_url);
     FUZZ_CHECK(!strchr(t->origin_url, '#'), "%s: origin %s has a fragment", target,
@@ -235,10 +218,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
 
     char *key = route_key_for_url(target);
-    if (key && FUZZ_KNOWN(host_has_percent(key))) {
-        free(key);      /* see check_resolved */
-        key = NULL;
-    }
     if (key) {
         check_key(key, target);
         char *again = route_key_for_url(key);
