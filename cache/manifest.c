@@ -49,6 +49,7 @@ struct edit {
     char *literal;                  /* its replacement, quotes included */
     size_t start, end;              /* the original literal's span, from the scan */
     bool found;
+    size_t file;                    /* its download: an index into walk.files */
 };
 
 struct edit_list {
@@ -62,12 +63,29 @@ struct json_path {
     size_t len;
 };
 
+/* A service or firmware object that gave files: its deployment id is
+ * computed once the whole document is walked (deployments_finish), when
+ * the origin URL of every download in it is known. */
+struct deployment {
+    const json_t *obj;
+    const char *prefix;             /* "adu-" or "fw-" for a hashed id */
+    char *fixed;                    /* workflow.id or the updateManifest hash; NULL:
+                                       hash the object's canonical text */
+    size_t first, end;              /* its files: [first, end) of walk.files */
+};
+
+struct deployment_list {
+    struct deployment *v;
+    size_t n, cap;
+};
+
 /* What one rewrite collects while it walks the tree. */
 struct walk {
     const struct manifest_opts *o;
     struct manifest_error *err;
     struct edit_list edits;
     struct file_list files;
+    struct deployment_list deps;
     char *deployment_id;            /* of the first recognised object */
     struct json_path path;
 };
@@ -114,6 +132,8 @@ static int url_parts_read(const char *url, struct url_parts *p);
 static int url_build(const struct manifest_opts *o, const char *scheme, const char *host,
                      unsigned port, const char *path, const char *query,
                      struct url_rewrite *r);
+static bool utf8_valid(const char *s);
+static bool host_name_ok(const char *host);
 static int quoted_len(const char *url);
 static int url_rewrite(const struct manifest_opts *o, const char *url,
                        struct url_rewrite *r, char *why, size_t whylen);
@@ -132,21 +152,25 @@ static int catalog_mark_detached(struct file_list *cat, const json_t *um);
 static int catalog_read(struct file_list *cat, const json_t *um);
 static const struct manifest_file *catalog_find(const struct file_list *cat,
                                                 const char *id, const char *name);
-static int edits_push(struct edit_list *l, const json_t *node, const char *url);
+static int edits_push(struct edit_list *l, const json_t *node, const char *url,
+                      size_t file);
 static void edits_clear(struct edit_list *l);
 static int add_download(struct walk *w, const json_t *node, const char *id,
-                        const char *deployment_id, const struct file_list *cat);
+                        const struct file_list *cat, size_t *file, bool *added);
 static int url_member(struct walk *w, const json_t *obj, const char *key,
                       const json_t **node);
 static int read_update_manifest(struct walk *w, const json_t *svc, struct file_list *cat);
-static char *service_deployment_id(const json_t *svc);
-static int walk_file_urls(struct walk *w, const json_t *svc, const char *dep,
-                          const struct file_list *cat);
+static int service_fixed_id(const json_t *svc, char **id);
+static int walk_file_urls(struct walk *w, const json_t *svc, const struct file_list *cat);
 static int walk_service(struct walk *w, const json_t *svc);
-static char *firmware_deployment_id(const json_t *fw, const char *origin);
 static void firmware_facts(struct manifest_file *f, const json_t *fw);
 static int walk_firmware(struct walk *w, const json_t *fw);
-static int note_deployment(struct walk *w, const char *id);
+static int deployments_push(struct walk *w, const json_t *obj, const char *prefix,
+                            char *fixed, size_t first, size_t end);
+static void deployments_clear(struct deployment_list *l);
+static int origins_put(const struct walk *w, const json_t *node, json_t *copy);
+static char *canonical_id(const struct walk *w, const json_t *obj, const char *prefix);
+static int deployments_finish(struct walk *w);
 static bool is_service(const json_t *obj);
 static int walk_node(struct walk *w, const json_t *node);
 static void scan_ws(struct scan *sc);
@@ -314,29 +338,34 @@ static bool param_is_do(const char *p, size_t n)
 
 /* Splits a raw query: *rest is the query without DO's own parameters
  * (NULL when nothing is left), *origin_value the raw value of the first
- * cacheHostOrigin (NULL when there is none). 0, or -1 when out of memory. */
+ * cacheHostOrigin (NULL when there is none). Every other parameter stays,
+ * in order, empty ones too ("a=1&&b=2"): the origin URL keeps them, so
+ * unwrapping its DO URL must give it back (and route.c's key keeps them
+ * alike). 0, or -1 when out of memory. */
 static int query_split_do(const char *query, char **rest, char **origin_value)
 {
     static const char origin_name[] = "cacheHostOrigin";
-    size_t k = 0;
+    size_t k = 0, kept = 0;
     *origin_value = NULL;
     *rest = malloc(strlen(query) + 1);
     if (!*rest)
         return -1;
-    for (const char *p = query; *p;) {
+    for (const char *p = query;;) {
         size_t plen = strcspn(p, "&"), nlen = strcspn(p, "=&");
         bool is_origin = nlen == strlen(origin_name) && p[nlen] == '=' &&
                          strncasecmp(p, origin_name, nlen) == 0;
         if (is_origin && !*origin_value &&
             !(*origin_value = strndup(p + nlen + 1, plen - nlen - 1)))
             return -1;
-        if (!param_is_do(p, nlen) && plen > 0) {
-            if (k)
+        if (!param_is_do(p, nlen)) {
+            if (kept++)
                 (*rest)[k++] = '&';
             memcpy(*rest + k, p, plen);
             k += plen;
         }
-        p += plen + (p[plen] == '&');
+        if (p[plen] == '\0')
+            break;
+        p += plen + 1;
     }
     (*rest)[k] = '\0';
     if (k == 0) {
@@ -356,8 +385,10 @@ static int authority_parse(const char *raw, char **host, unsigned *port)
     CURLU *u = curl_url();
     *host = NULL;
     *port = 0;
+    /* Decoded once, as a query value: a '%' left is no host (curl_url would
+     * decode it again, and so would the next layer). */
     if (!u || !v || (size_t)dlen != strlen(v) || dlen == 0 ||
-        strcspn(v, "/?#@\\ \t\r\n") != (size_t)dlen || asprintf(&url, "http://%s/", v) < 0)
+        strcspn(v, "/?#@%\\ \t\r\n") != (size_t)dlen || asprintf(&url, "http://%s/", v) < 0)
         goto out;
     if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
         curl_url_get(u, CURLUPART_HOST, &h, 0) != CURLUE_OK)
@@ -430,19 +461,59 @@ static int url_build(const struct manifest_opts *o, const char *scheme, const ch
                      unsigned port, const char *path, const char *query,
                      struct url_rewrite *r)
 {
-    char hostport[300];
     const char *slash = strrchr(path, '/');
     const char *seg = slash ? slash + 1 : path;
+    char portpart[16] = "";
+    /* Sized from the input: a host is never cut (it would name another). */
     if (port && port != default_port(scheme))
-        snprintf(hostport, sizeof hostport, "%s:%u", host, port);
-    else
-        snprintf(hostport, sizeof hostport, "%s", host);
-    if (asprintf(&r->origin, "%s://%s%s%s%s", scheme, hostport, path, query ? "?" : "",
-                 query ? query : "") < 0)
+        snprintf(portpart, sizeof portpart, ":%u", port);
+    if (asprintf(&r->origin, "%s://%s%s%s%s%s", scheme, host, portpart, path,
+                 query ? "?" : "", query ? query : "") < 0)
         r->origin = NULL;
     r->rewritten = r->origin ? route_do_url(o->cache_base, r->origin) : NULL;
     r->name = strdup(*seg ? seg : host);
     return r->origin && r->rewritten && r->name ? 0 : -1;
+}
+
+/* True when s is valid UTF-8 (what jansson accepts: no overlong forms, no
+ * surrogates, nothing past U+10FFFF). */
+static bool utf8_valid(const char *s)
+{
+    const unsigned char *c = (const unsigned char *)s;
+    while (*c) {
+        unsigned n, cp;
+        if (*c < 0x80) {
+            c++;
+            continue;
+        }
+        if (*c >= 0xC2 && *c <= 0xDF)
+            n = 1, cp = *c & 0x1Fu;
+        else if (*c >= 0xE0 && *c <= 0xEF)
+            n = 2, cp = *c & 0x0Fu;
+        else if (*c >= 0xF0 && *c <= 0xF4)
+            n = 3, cp = *c & 0x07u;
+        else
+            return false;
+        for (unsigned i = 1; i <= n; i++) {
+            if ((c[i] & 0xC0) != 0x80)
+                return false;
+            cp = cp << 6 | (c[i] & 0x3Fu);
+        }
+        if ((n == 2 && cp < 0x800) || (n == 3 && (cp < 0x10000 || cp > 0x10FFFF)) ||
+            (cp >= 0xD800 && cp <= 0xDFFF))
+            return false;
+        c += n + 1;
+    }
+    return true;
+}
+
+/* A host as curl_url decoded it may be put into the answer and read again
+ * by the next layer: it must hold no '%' (decoded again, it would name
+ * another host: "a%2541" -> "a%41" -> "aA") and be UTF-8 (the answer is
+ * JSON). */
+static bool host_name_ok(const char *host)
+{
+    return host && !strchr(host, '%') && utf8_valid(host);
 }
 
 /* How much of url a message quotes: never the query, which may carry a
@@ -482,18 +553,25 @@ static int url_rewrite(const struct manifest_opts *o, const char *url,
                  "host:port", shown, url);
         goto out;
     }
+    if (!host_name_ok(origin_value ? host : p.host)) {
+        snprintf(why, whylen, "'%.*s' has a %s that is not a host name once "
+                 "percent-decoded (a '%%', or bytes that are not UTF-8)", shown, url,
+                 origin_value ? "cacheHostOrigin" : "host");
+        goto out;
+    }
     const char *scheme = origin_value
         ? o->allow(o->allow_ctx, NULL, host, port)
         : o->allow(o->allow_ctx, p.scheme, p.host, p.port ? p.port : default_port(p.scheme));
     if (!scheme) {
-        char origin[300];
+        char origin[QUOTE_MAX + 64];     /* a message: the host quoted, at most QUOTE_MAX */
         if (!origin_value)
-            snprintf(origin, sizeof origin, "%s://%s:%u", p.scheme, p.host,
+            snprintf(origin, sizeof origin, "%s://%.*s:%u", p.scheme, QUOTE_MAX, p.host,
                      p.port ? p.port : default_port(p.scheme));
         else if (port)
-            snprintf(origin, sizeof origin, "%s:%u (its cacheHostOrigin)", host, port);
+            snprintf(origin, sizeof origin, "%.*s:%u (its cacheHostOrigin)", QUOTE_MAX, host,
+                     port);
         else
-            snprintf(origin, sizeof origin, "%s (its cacheHostOrigin)", host);
+            snprintf(origin, sizeof origin, "%.*s (its cacheHostOrigin)", QUOTE_MAX, host);
         snprintf(why, whylen, "origin %s of '%.*s' is not on the allow-list (config key: "
                  "allow), so a child could not fetch it through this cache", origin,
                  shown, url);
@@ -713,7 +791,8 @@ static const struct manifest_file *catalog_find(const struct file_list *cat,
 
 /* ---- edits --------------------------------------------------------------- */
 
-static int edits_push(struct edit_list *l, const json_t *node, const char *url)
+static int edits_push(struct edit_list *l, const json_t *node, const char *url,
+                      size_t file)
 {
     if (l->n == l->cap) {
         size_t cap = l->cap ? 2 * l->cap : 8;
@@ -726,6 +805,7 @@ static int edits_push(struct edit_list *l, const json_t *node, const char *url)
     struct edit *e = &l->v[l->n];
     memset(e, 0, sizeof *e);
     e->node = node;
+    e->file = file;
     e->literal = json_literal(url);
     if (!e->literal)
         return -1;
@@ -744,26 +824,30 @@ static void edits_clear(struct edit_list *l)
 /* ---- the walk ------------------------------------------------------------ */
 
 /* Rewrites the URL in string node (its path is w->path), records the edit
- * and a file (the last of w->files) joined with the catalog cat (NULL:
- * none). 0 or -1 with w->err. */
+ * and a file joined with the catalog cat (NULL: none); *file is the
+ * download's index in w->files. One string reached twice (a fileUrls
+ * member named like a firmware field is both) is one download, edited
+ * once: *added tells whether this call made it. Its deployment id is set
+ * by deployments_finish. 0 or -1 with w->err. */
 static int add_download(struct walk *w, const json_t *node, const char *id,
-                        const char *deployment_id, const struct file_list *cat)
+                        const struct file_list *cat, size_t *file, bool *added)
 {
     struct url_rewrite r;
     char why[400];
-    /* One string may be reached twice (a fileUrls member named like a
-     * firmware field is both): it is one download, edited once. */
+    *added = false;
     for (size_t i = 0; i < w->edits.n; i++)
-        if (w->edits.v[i].node == node)
+        if (w->edits.v[i].node == node) {
+            *file = w->edits.v[i].file;
             return 0;
+        }
     int st = url_rewrite(w->o, json_string_value(node), &r, why, sizeof why);
     if (st != 0)
         return fail(w->err, st, "%s: %s", w->path.text, why);
     struct manifest_file *f = files_push(&w->files);
     const struct manifest_file *known = cat ? catalog_find(cat, id, r.name) : NULL;
     int rc = -1;
-    if (f && (f->id = strdup(id)) && (f->deployment_id = strdup(deployment_id)) &&
-        edits_push(&w->edits, node, r.rewritten) == 0 &&
+    if (f && (f->id = strdup(id)) &&
+        edits_push(&w->edits, node, r.rewritten, w->files.n - 1) == 0 &&
         (!known || file_copy_facts(f, known) == 0)) {
         f->url = r.origin;
         f->rewritten = r.rewritten;
@@ -772,6 +856,8 @@ static int add_download(struct walk *w, const json_t *node, const char *id,
             r.name = NULL;
         }
         r.origin = r.rewritten = NULL;
+        *file = w->files.n - 1;
+        *added = true;
         rc = 0;
     }
     url_rewrite_free(&r);
@@ -820,24 +906,25 @@ static int read_update_manifest(struct walk *w, const json_t *svc, struct file_l
     return rc;
 }
 
-/* workflow.id, else "adu-" + a hash of the updateManifest string, else of
- * the service object's canonical text. NULL when out of memory. */
-static char *service_deployment_id(const json_t *svc)
+/* The id a service object names itself: workflow.id, else "adu-" + a hash
+ * of the updateManifest string (neither is ever rewritten); *id NULL when
+ * it has neither (deployments_finish then hashes its canonical text). 0,
+ * or -1 when out of memory. */
+static int service_fixed_id(const json_t *svc, char **id)
 {
-    const json_t *id = json_object_get(json_object_get(svc, "workflow"), "id");
+    const json_t *wid = json_object_get(json_object_get(svc, "workflow"), "id");
     const json_t *um = json_object_get(svc, "updateManifest");
-    if (json_is_string(id) && json_string_length(id) > 0)
-        return strdup(json_string_value(id));
-    if (json_is_string(um) && json_string_length(um) > 0)
-        return short_hash_id("adu-", json_string_value(um), json_string_length(um));
-    char *text = json_dumps(svc, JSON_COMPACT | JSON_SORT_KEYS);
-    char *dep = text ? short_hash_id("adu-", text, strlen(text)) : NULL;
-    free(text);
-    return dep;
+    *id = NULL;
+    if (json_is_string(wid) && json_string_length(wid) > 0)
+        *id = strdup(json_string_value(wid));
+    else if (json_is_string(um) && json_string_length(um) > 0)
+        *id = short_hash_id("adu-", json_string_value(um), json_string_length(um));
+    else
+        return 0;
+    return *id ? 0 : -1;
 }
 
-static int walk_file_urls(struct walk *w, const json_t *svc, const char *dep,
-                          const struct file_list *cat)
+static int walk_file_urls(struct walk *w, const json_t *svc, const struct file_list *cat)
 {
     const json_t *urls = json_object_get(svc, "fileUrls");
     const char *id;
@@ -848,13 +935,15 @@ static int walk_file_urls(struct walk *w, const json_t *svc, const char *dep,
         rc = fail(w->err, 422, "%s is not an object (fileId -> URL)", w->path.text);
     json_object_foreach((json_t *)urls, id, url) {
         const json_t *node;
+        size_t file;
+        bool added;
         if (rc != 0)
             break;
         size_t mid = w->path.len;
         rc = url_member(w, urls, id, &node);
         if (rc == 0 && node) {
             path_push_key(&w->path, id);
-            rc = add_download(w, node, id, dep, cat);
+            rc = add_download(w, node, id, cat, &file, &added);
             path_pop(&w->path, mid);
         }
     }
@@ -866,40 +955,28 @@ static int walk_service(struct walk *w, const json_t *svc)
 {
     struct file_list cat = {0};
     const json_t *root_key;
-    size_t before = w->files.n;
-    char *dep = service_deployment_id(svc);
-    int rc = dep ? 0 : fail(w->err, 500, "out of memory");
+    size_t before = w->files.n, file;
+    bool added;
+    char *fixed = NULL;
+    int rc = service_fixed_id(svc, &fixed) == 0 ? 0 : fail(w->err, 500, "out of memory");
     if (rc == 0)
         rc = read_update_manifest(w, svc, &cat);
     if (rc == 0)
-        rc = walk_file_urls(w, svc, dep, &cat);
+        rc = walk_file_urls(w, svc, &cat);
     if (rc == 0)
         rc = url_member(w, svc, "rootKeyPackageUrl", &root_key);
     if (rc == 0 && root_key) {
         size_t old = path_push_key(&w->path, "rootKeyPackageUrl");
-        rc = add_download(w, root_key, "rootKeyPackage", dep, NULL);
+        rc = add_download(w, root_key, "rootKeyPackage", NULL, &file, &added);
         path_pop(&w->path, old);
     }
-    if (rc == 0 && w->files.n > before)
-        rc = note_deployment(w, dep);
+    if (rc == 0 && w->files.n > before) {
+        rc = deployments_push(w, svc, "adu-", fixed, before, w->files.n);
+        fixed = NULL;
+    }
     files_clear(&cat);
-    free(dep);
+    free(fixed);
     return rc;
-}
-
-/* "fw-" + a hash of the section's canonical text with fwPackageURI set to
- * its origin URL. NULL when out of memory. */
-static char *firmware_deployment_id(const json_t *fw, const char *origin)
-{
-    json_t *copy = json_deep_copy(fw);
-    char *text = NULL, *dep = NULL;
-    if (copy && json_object_set_new(copy, "fwPackageURI", json_string(origin)) == 0)
-        text = json_dumps(copy, JSON_COMPACT | JSON_SORT_KEYS);
-    if (text)
-        dep = short_hash_id("fw-", text, strlen(text));
-    free(text);
-    json_decref(copy);
-    return dep;
 }
 
 /* fwPackageCheckValue (when it is a SHA-256) and fwSize onto f. */
@@ -913,34 +990,112 @@ static void firmware_facts(struct manifest_file *f, const json_t *fw)
         f->size = (int64_t)json_integer_value(size);
 }
 
+/* A firmware section: its fwPackageURI, whose deployment id is "fw-" + a
+ * hash of the section's canonical text. A URI that is already another
+ * object's download (a fileUrls member named fwPackageURI) stays that
+ * object's, facts and deployment. */
 static int walk_firmware(struct walk *w, const json_t *fw)
 {
     const json_t *uri;
+    size_t file;
+    bool added;
     int rc = url_member(w, fw, "fwPackageURI", &uri);
     if (rc != 0 || !uri)
         return rc;
     size_t old = path_push_key(&w->path, "fwPackageURI");
-    rc = add_download(w, uri, "firmware", "", NULL);
+    rc = add_download(w, uri, "firmware", NULL, &file, &added);
     path_pop(&w->path, old);
-    if (rc != 0)
+    if (rc != 0 || !added)
         return rc;
-    struct manifest_file *f = &w->files.v[w->files.n - 1];
-    char *dep = firmware_deployment_id(fw, f->url);
-    if (!dep)
-        return fail(w->err, 500, "out of memory");
-    free(f->deployment_id);
-    f->deployment_id = dep;
-    firmware_facts(f, fw);
-    return note_deployment(w, dep);
+    firmware_facts(&w->files.v[file], fw);
+    return deployments_push(w, fw, "fw-", NULL, file, file + 1);
 }
 
-/* Keeps the first deployment id of the document. */
-static int note_deployment(struct walk *w, const char *id)
+/* ---- deployment ids ------------------------------------------------------ */
+
+/* Records a deployment; takes fixed (freed on failure). 0 or -1 with w->err. */
+static int deployments_push(struct walk *w, const json_t *obj, const char *prefix,
+                            char *fixed, size_t first, size_t end)
 {
-    if (w->deployment_id)
-        return 0;
-    w->deployment_id = strdup(id);
-    return w->deployment_id ? 0 : fail(w->err, 500, "out of memory");
+    struct deployment_list *l = &w->deps;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 4;
+        struct deployment *v = realloc(l->v, cap * sizeof *v);
+        if (!v) {
+            free(fixed);
+            return fail(w->err, 500, "out of memory");
+        }
+        l->v = v;
+        l->cap = cap;
+    }
+    l->v[l->n++] = (struct deployment){ obj, prefix, fixed, first, end };
+    return 0;
+}
+
+static void deployments_clear(struct deployment_list *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->v[i].fixed);
+    free(l->v);
+    memset(l, 0, sizeof *l);
+}
+
+/* In copy (a deep copy of node), every download URL of the walk set to its
+ * origin URL. 0 or -1. */
+static int origins_put(const struct walk *w, const json_t *node, json_t *copy)
+{
+    const char *key;
+    size_t klen, i;
+    json_t *child;
+    if (json_is_string(node)) {
+        for (size_t k = 0; k < w->edits.n; k++)
+            if (w->edits.v[k].node == node)
+                return json_string_set(copy, w->files.v[w->edits.v[k].file].url);
+    } else if (json_is_object(node)) {
+        json_object_keylen_foreach((json_t *)node, key, klen, child)
+            if (origins_put(w, child, json_object_getn(copy, key, klen)) != 0)
+                return -1;
+    } else if (json_is_array(node)) {
+        json_array_foreach(node, i, child)
+            if (origins_put(w, child, json_array_get(copy, i)) != 0)
+                return -1;
+    }
+    return 0;
+}
+
+/* prefix + a hash of obj's canonical text: keys sorted, compact, and every
+ * download URL in it (its own and those of objects nested in it) set to
+ * its origin URL, so that a document and its rewritten answer (each layer
+ * of a hierarchy) give the same id. NULL when out of memory. */
+static char *canonical_id(const struct walk *w, const json_t *obj, const char *prefix)
+{
+    json_t *copy = json_deep_copy(obj);
+    char *text = NULL, *id = NULL;
+    if (copy && origins_put(w, obj, copy) == 0)
+        text = json_dumps(copy, JSON_COMPACT | JSON_SORT_KEYS);
+    if (text)
+        id = short_hash_id(prefix, text, strlen(text));
+    free(text);
+    json_decref(copy);
+    return id;
+}
+
+/* Gives every file the id of the deployment it came from, and the result
+ * the first one's. 0 or -1 with w->err. */
+static int deployments_finish(struct walk *w)
+{
+    for (size_t i = 0; i < w->deps.n; i++) {
+        struct deployment *d = &w->deps.v[i];
+        if (!d->fixed && !(d->fixed = canonical_id(w, d->obj, d->prefix)))
+            return fail(w->err, 500, "out of memory");
+        for (size_t f = d->first; f < d->end; f++)
+            if (!w->files.v[f].deployment_id &&
+                !(w->files.v[f].deployment_id = strdup(d->fixed)))
+                return fail(w->err, 500, "out of memory");
+        if (!w->deployment_id && !(w->deployment_id = strdup(d->fixed)))
+            return fail(w->err, 500, "out of memory");
+    }
+    return 0;
 }
 
 static bool is_service(const json_t *obj)
@@ -1167,7 +1322,7 @@ int manifest_rewrite(const char *body, size_t len, const struct manifest_opts *o
     if (check_media(body, len, o->max_bytes, &skip, err) != 0)
         return -1;
     root = parse_text(body + skip, len - skip, "the manifest", err);
-    if (!root || walk_node(&w, root) != 0)
+    if (!root || walk_node(&w, root) != 0 || deployments_finish(&w) != 0)
         goto out;
     if (w.edits.n == 0) {
         fail(err, 422, "no download URL in the manifest: expected an ADU deployment "
@@ -1188,6 +1343,7 @@ out:
     json_decref(root);
     edits_clear(&w.edits);
     files_clear(&w.files);
+    deployments_clear(&w.deps);
     free(w.deployment_id);
     if (rc != 0)
         manifest_result_free(out);

@@ -709,6 +709,206 @@ static void test_one_string_two_meanings_is_one_edit(void **state)
     }
 }
 
+/* ---- a document and its answer: the next layer's view -------------------- */
+
+/* Rewrites doc, then the answer again (as the next layer of a hierarchy
+ * does): the same bytes, files and deployment ids. Returns the first
+ * result (free it). */
+static struct manifest_result rewrite_twice(const char *doc)
+{
+    struct manifest_result r, again;
+    struct manifest_error err;
+    if (manifest_rewrite(doc, strlen(doc), &opts, &r, &err) != 0)
+        fail_msg("%s: %d %s", doc, err.status, err.message);
+    json_t *j = json_loadb(r.doc, r.len, 0, NULL);
+    if (!j)
+        fail_msg("the answer is not JSON: %s", r.doc);
+    json_decref(j);
+    if (manifest_rewrite(r.doc, r.len, &opts, &again, &err) != 0)
+        fail_msg("%s rewritten again: %d %s", r.doc, err.status, err.message);
+    if (again.len != r.len || memcmp(again.doc, r.doc, r.len) != 0)
+        fail_msg("rewriting again changed\n%s\ninto\n%s", r.doc, again.doc);
+    assert_int_equal(again.n_files, r.n_files);
+    for (size_t i = 0; i < r.n_files; i++) {
+        assert_string_equal(again.files[i].url, r.files[i].url);
+        assert_string_equal(again.files[i].rewritten, r.files[i].rewritten);
+        assert_string_equal(again.files[i].deployment_id, r.files[i].deployment_id);
+    }
+    assert_string_equal(again.deployment_id, r.deployment_id);
+    manifest_result_free(&again);
+    return r;
+}
+
+/* A host too long for a fixed buffer used to be cut in the origin and DO
+ * URLs, which then named another host (found by fuzz_manifest). */
+static void test_long_host_is_never_cut(void **state)
+{
+    (void)state;
+    char host[1200], url[1300], doc[1400], want[1400];
+    for (size_t len = 250; len <= 1000; len += 375) {
+        memset(host, 'a', len);
+        snprintf(host + len, sizeof host - len, ".dl.adu.microsoft.com");
+        snprintf(url, sizeof url, "http://%s/f1.bin?x=1", host);
+        snprintf(doc, sizeof doc, "{\"workflow\":{\"id\":\"w\"},\"fileUrls\":{\"f1\":\"%s\"}}",
+                 url);
+        struct manifest_result r = rewrite_twice(doc);
+        assert_string_equal(r.files[0].url, url);
+        snprintf(want, sizeof want, BASE "/f1.bin?x=1&cacheHostOrigin=%s", host);
+        assert_string_equal(r.files[0].rewritten, want);
+        manifest_result_free(&r);
+        /* the same host as a parent's cacheHostOrigin, with a port */
+        snprintf(doc, sizeof doc, "{\"workflow\":{\"id\":\"w\"},\"fileUrls\":{\"f1\":"
+                 "\"http://l4:8080/f1.bin?cacheHostOrigin=%s:80\"}}", host);
+        r = rewrite_twice(doc);
+        snprintf(url, sizeof url, "http://%s/f1.bin", host);
+        assert_string_equal(r.files[0].url, url);
+        manifest_result_free(&r);
+    }
+}
+
+/* Empty query parameters ("a=1&&b=2") stay in the origin URL, and
+ * unwrapping its DO URL gives them back: one origin and one key at every
+ * layer (found by fuzz_manifest). */
+static void test_empty_query_params_are_kept(void **state)
+{
+    (void)state;
+    static const struct { const char *url, *origin, *rewritten; } cases[] = {
+        { "http://a.dl.adu.microsoft.com/f.bin?a=1&&b=2",
+          "http://a.dl.adu.microsoft.com/f.bin?a=1&&b=2",
+          BASE "/f.bin?a=1&&b=2&cacheHostOrigin=a.dl.adu.microsoft.com" },
+        { "http://a.dl.adu.microsoft.com/f.bin?&a=1",
+          "http://a.dl.adu.microsoft.com/f.bin?&a=1",
+          BASE "/f.bin?&a=1&cacheHostOrigin=a.dl.adu.microsoft.com" },
+        { "http://a.dl.adu.microsoft.com/f.bin?a=1&",
+          "http://a.dl.adu.microsoft.com/f.bin?a=1&",
+          BASE "/f.bin?a=1&&cacheHostOrigin=a.dl.adu.microsoft.com" },
+        { "http://a.dl.adu.microsoft.com/f.bin?&",
+          "http://a.dl.adu.microsoft.com/f.bin?&",
+          BASE "/f.bin?&&cacheHostOrigin=a.dl.adu.microsoft.com" },
+        /* unwrapped from a parent's DO URL */
+        { "http://l4:8080/f.bin?a=1&&b=2&cacheHostOrigin=a.dl.adu.microsoft.com",
+          "http://a.dl.adu.microsoft.com/f.bin?a=1&&b=2",
+          BASE "/f.bin?a=1&&b=2&cacheHostOrigin=a.dl.adu.microsoft.com" },
+        { "http://l4:8080/f.bin?a=1&&cacheHostOrigin=a.dl.adu.microsoft.com",
+          "http://a.dl.adu.microsoft.com/f.bin?a=1&",
+          BASE "/f.bin?a=1&&cacheHostOrigin=a.dl.adu.microsoft.com" },
+        { "http://l4:8080/f.bin?cacheHostOrigin=a.dl.adu.microsoft.com&&a=1",
+          "http://a.dl.adu.microsoft.com/f.bin?&a=1",
+          BASE "/f.bin?&a=1&cacheHostOrigin=a.dl.adu.microsoft.com" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char doc[512];
+        snprintf(doc, sizeof doc, "{\"workflow\":{\"id\":\"w\"},\"fileUrls\":{\"f1\":\"%s\"}}",
+                 cases[i].url);
+        struct manifest_result r = rewrite_twice(doc);
+        if (strcmp(r.files[0].url, cases[i].origin) != 0 ||
+            strcmp(r.files[0].rewritten, cases[i].rewritten) != 0)
+            fail_msg("%s: origin %s, rewritten %s", cases[i].url, r.files[0].url,
+                     r.files[0].rewritten);
+        manifest_result_free(&r);
+    }
+}
+
+/* A host that is no host name once percent-decoded is refused (422, the
+ * field named): bytes that are not UTF-8 would make the answer invalid
+ * JSON, and a '%' would be decoded again by the next layer into another
+ * host (found by fuzz_manifest). */
+static void test_host_not_a_name_once_decoded_is_422(void **state)
+{
+    (void)state;
+    rewrite_fails("{\"fileUrls\":{\"f1\":\"http://gw:8080/a.bin?"
+                  "cacheHostOrigin=x%e2.dl.adu.microsoft.com\"}}", 422, "fileUrls.f1",
+                  "cacheHostOrigin", "not a host name");
+    rewrite_fails("{\"fileUrls\":{\"f1\":\"http://x%e2.dl.adu.microsoft.com/a.bin\"}}", 422,
+                  "fileUrls.f1", "not a host name");
+    rewrite_fails("{\"firmware\":{\"fwPackageURI\":\"http://x%c0%af.dl.adu.microsoft.com/a\"}}",
+                  422, "firmware.fwPackageURI", "not a host name");
+    rewrite_fails("{\"rootKeyPackageUrl\":\"http://x%ed%a0%80.dl.adu.microsoft.com/a\"}", 422,
+                  "rootKeyPackageUrl", "not a host name");
+    rewrite_fails("{\"fileUrls\":{\"f1\":\"http://a%2541.dl.adu.microsoft.com/a.bin\"}}", 422,
+                  "fileUrls.f1", "not a host name");
+    rewrite_fails("{\"fileUrls\":{\"f1\":\"http://gw:8080/a.bin?"
+                  "cacheHostOrigin=a%2541.dl.adu.microsoft.com\"}}", 422, "fileUrls.f1",
+                  "cacheHostOrigin");
+    /* UTF-8 spelt with percent-encoding is a name JSON can carry */
+    struct manifest_result r = rewrite_twice(
+        "{\"workflow\":{\"id\":\"w\"},"
+        "\"fileUrls\":{\"f1\":\"http://x%c3%a9.dl.adu.microsoft.com/a.bin\"}}");
+    assert_string_equal(r.files[0].url, "http://x\xc3\xa9.dl.adu.microsoft.com/a.bin");
+    manifest_result_free(&r);
+    /* an encoded unreserved character is the character */
+    r = rewrite_twice("{\"workflow\":{\"id\":\"w\"},"
+                      "\"fileUrls\":{\"f1\":\"http://a%41.dl.adu.microsoft.com/a.bin\"}}");
+    assert_string_equal(r.files[0].url, "http://aa.dl.adu.microsoft.com/a.bin");
+    manifest_result_free(&r);
+}
+
+/* A deployment id hashed from a document's text is the same on the
+ * document and on its rewritten answer (each layer derives the same id):
+ * every download URL in the hashed object counts as its origin URL, its
+ * own and those of objects nested in it (found by fuzz_manifest). */
+static void test_adu_id_from_text_is_the_same_at_every_layer(void **state)
+{
+    (void)state;
+    /* ADU services without workflow.id or updateManifest */
+    static const char *const docs[] = {
+        "{\"fileUrls\":{\"f1\":\"http://i.dl.adu.microsoft.com/f1.bin\"}}",
+        "{\"fileUrls\":{\"f1\":\"http://i.dl.adu.microsoft.com/f1.bin\","
+        "\"f2\":\"http://i.dl.adu.microsoft.com/f2.bin\"},"
+        "\"rootKeyPackageUrl\":\"http://i.dl.adu.microsoft.com/rk.json\"}",
+        "{\"rootKeyPackageUrl\":\"http://i.dl.adu.microsoft.com/rk.json\",\"x\":"
+        "{\"firmware\":{\"fwPackageURI\":\"http://i.dl.adu.microsoft.com/fw.bin\"}}}",
+    };
+    for (size_t i = 0; i < sizeof docs / sizeof docs[0]; i++) {
+        struct manifest_result r = rewrite_twice(docs[i]);
+        assert_memory_equal(r.deployment_id, "adu-", 4);
+        manifest_result_free(&r);
+    }
+    /* the same service, already rewritten by a parent: the same id */
+    struct manifest_result a = rewrite_twice(docs[0]), b = rewrite_twice(
+        "{\"fileUrls\":{\"f1\":\"http://l4:8080/f1.bin?cacheHostOrigin=i.dl.adu.microsoft.com\"}}");
+    assert_string_equal(a.deployment_id, b.deployment_id);
+    manifest_result_free(&a);
+    manifest_result_free(&b);
+}
+
+/* The same for a firmware section that holds other URLs than its own. */
+static void test_firmware_id_with_nested_urls_is_the_same_at_every_layer(void **state)
+{
+    (void)state;
+    static const char *const docs[] = {
+        "{\"firmware\":{\"fwPackageURI\":\"http://a.dl.adu.microsoft.com/a.bin\","
+        "\"x\":{\"fwPackageURI\":\"http://a.dl.adu.microsoft.com/b.bin\"}}}",
+        "{\"firmware\":{\"fwPackageURI\":\"http://a.dl.adu.microsoft.com/a.bin\","
+        "\"x\":{\"fileUrls\":{\"f\":\"http://a.dl.adu.microsoft.com/c.bin\"}}}}",
+        "[{\"fwPackageURI\":\"http://a.dl.adu.microsoft.com/a.bin\",\"n\":[{\"fwPackageURI\":"
+        "\"http://a.dl.adu.microsoft.com/b.bin\",\"fwVersion\":\"2\"}]}]",
+    };
+    for (size_t i = 0; i < sizeof docs / sizeof docs[0]; i++) {
+        struct manifest_result r = rewrite_twice(docs[i]);
+        assert_memory_equal(r.deployment_id, "fw-", 3);
+        manifest_result_free(&r);
+    }
+    /* A firmware section with only its own URL keeps the id it had:
+     * "fw-" + 16 hex of the SHA-256 of its canonical text. */
+    static const char fw[] = "{\"firmware\":{\"fwVersion\":\"1.0\",\"fwPackageURI\":"
+                             "\"http://l4:8080/f.bin?cacheHostOrigin=a.dl.adu.microsoft.com\"}}";
+    static const char canon[] = "{\"fwPackageURI\":\"http://a.dl.adu.microsoft.com/f.bin\","
+                                "\"fwVersion\":\"1.0\"}";
+    char hex[65], want[32];
+    sha256_hex_of(canon, strlen(canon), hex);
+    snprintf(want, sizeof want, "fw-%.16s", hex);
+    struct manifest_result r = rewrite_twice(fw);
+    assert_string_equal(r.deployment_id, want);
+    manifest_result_free(&r);
+    /* Nested sections keep their own ids, which differ from the outer one. */
+    r = rewrite_twice(docs[0]);
+    assert_int_equal(r.n_files, 2);
+    assert_string_equal(r.files[0].deployment_id, r.deployment_id);
+    assert_string_not_equal(r.files[1].deployment_id, r.deployment_id);
+    manifest_result_free(&r);
+}
+
 /* ---- detached manifests and update manifests ------------------------------ */
 
 static void test_detached_manifest_join(void **state)
@@ -1025,6 +1225,11 @@ int main(void)
         cmocka_unit_test(test_do_shape_is_unwrapped),
         cmocka_unit_test(test_null_and_empty_urls_are_left_alone),
         cmocka_unit_test(test_one_string_two_meanings_is_one_edit),
+        cmocka_unit_test(test_long_host_is_never_cut),
+        cmocka_unit_test(test_empty_query_params_are_kept),
+        cmocka_unit_test(test_host_not_a_name_once_decoded_is_422),
+        cmocka_unit_test(test_adu_id_from_text_is_the_same_at_every_layer),
+        cmocka_unit_test(test_firmware_id_with_nested_urls_is_the_same_at_every_layer),
         cmocka_unit_test(test_detached_manifest_join),
         cmocka_unit_test(test_detached_id_only_in_a_step),
         cmocka_unit_test(test_escaped_keys),
