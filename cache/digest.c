@@ -2,6 +2,7 @@
 #include "cache/digest.h"
 
 #include <openssl/evp.h>
+#include <stdbool.h>
 #include <string.h>
 #include <strings.h>
 
@@ -86,6 +87,16 @@ int digest_from_base64(const char *b64, unsigned char *bin, size_t n)
     unsigned char tmp[96];
     if (len != want || len / 4 * 3 > sizeof tmp)
         return -1;
+    /* Only the alphabet, with '=' only as the padding the length implies:
+     * EVP_DecodeBlock would read a '=' inside as zero bits. */
+    size_t pad_want = want - (4 * n + 2) / 3;
+    for (size_t i = 0; i < len; i++) {
+        char c = b64[i];
+        bool alpha = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+                     (c >= '0' && c <= '9') || c == '+' || c == '/';
+        if (i < len - pad_want ? !alpha : c != '=')
+            return -1;
+    }
     /* EVP_DecodeBlock returns whole groups of 3, padding included. */
     int got = EVP_DecodeBlock(tmp, (const unsigned char *)b64, (int)len);
     if (got < 0 || (size_t)got < n)

@@ -561,6 +561,30 @@ static void a_finding_line_names_the_blob(void **state)
     assert_string_equal(out, "abc: missing blob");
 }
 
+/* A digest field's base64 is the alphabet with '=' only as its padding:
+ * OpenSSL's decoder reads a '=' inside as zero bits, so "=AAA...A=" used to
+ * read as a SHA-256 (found by fuzz_digest). */
+static void base64_digests_are_strict(void **state)
+{
+    (void)state;
+    unsigned char bin[DIGEST_SHA256_LEN], md5[DIGEST_MD5_LEN];
+    const char *good = "LCa0a2j/xo/5m0U8HTBBNBNCLXBkg7+g+YpeiGJm564=";
+    assert_int_equal(digest_from_base64(good, bin, sizeof bin), 0);
+    assert_int_equal(digest_from_base64("=Ca0a2j/xo/5m0U8HTBBNBNCLXBkg7+g+YpeiGJm564=", bin,
+                                        sizeof bin), -1);
+    assert_int_equal(digest_from_base64("LCa0a2j/xo/5m0U8HTBBNBNCLXBkg7+g+YpeiGJm56==", bin,
+                                        sizeof bin), -1);
+    assert_int_equal(digest_from_base64("LCa0a2j/xo/5m0U8HTBBNBNCLXBkg7+g+YpeiGJm5640", bin,
+                                        sizeof bin), -1);
+    assert_int_equal(digest_from_base64("LCa0a2j/xo/5m0U8HTBBNBNCLX.kg7+g+YpeiGJm564=", bin,
+                                        sizeof bin), -1);
+    assert_int_equal(digest_from_base64("h=aa", bin, 3), -1);
+    assert_int_equal(digest_from_fields("sha-256=:=Ca0a2j/xo/5m0U8HTBBNBNCLXBkg7+g+YpeiGJm564=:",
+                                        NULL, bin), -1);
+    assert_int_equal(digest_md5_from_field("XUFAKrxLKna5cZ2REBfFkg==", md5), 0);
+    assert_int_equal(digest_md5_from_field("XUFAKrxLKna5cZ2REBf=kg==", md5), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -578,6 +602,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(a_failed_repair_leaves_the_blob_bad, setup, teardown),
         cmocka_unit_test(the_summary_names_counts_and_kinds),
         cmocka_unit_test(a_finding_line_names_the_blob),
+        cmocka_unit_test(base64_digests_are_strict),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
