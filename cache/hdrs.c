@@ -244,21 +244,40 @@ bool hdrs_is_hop_by_hop(const char *name)
     return name_in(name, hop_by_hop, sizeof hop_by_hop / sizeof hop_by_hop[0]);
 }
 
-struct connection_names {
-    char list[1024];                /* the Connection field's tokens */
-};
+/* Every value of a field joined with ", ", however long: malloc'd, ""
+ * when there is none, NULL when out of memory. */
+static char *joined(const struct hdrs *h, const char *name)
+{
+    size_t size = 1;
+    for (unsigned i = 0; i < h->n; i++)
+        if (strcasecmp(hdrs_name(h, i), name) == 0)
+            size += strlen(hdrs_value(h, i)) + 2;
+    char *out = malloc(size);
+    if (!out)
+        return NULL;
+    hdrs_get_all(h, name, out, size);
+    return out;
+}
 
 static bool end_to_end(const char *name, void *ctx)
 {
-    const struct connection_names *c = ctx;
-    return !hdrs_is_hop_by_hop(name) && !hdrs_list_has(c->list, name);
+    const char *connection = ctx;
+    return !hdrs_is_hop_by_hop(name) && !hdrs_list_has(connection, name);
 }
 
 void hdrs_strip_hop_by_hop(struct hdrs *h)
 {
-    struct connection_names c;
-    hdrs_get_all(h, "Connection", c.list, sizeof c.list);
-    filter(h, end_to_end, &c);
+    /* the whole Connection value: a name past any fixed buffer is still
+     * hop-by-hop (and one cut at its edge must not strip another field) */
+    char *connection = joined(h, "Connection");
+    if (!connection) {
+        /* out of memory: keep only what is end-to-end by name alone */
+        filter(h, end_to_end, "");
+        hdrs_remove(h, "Connection");
+        return;
+    }
+    filter(h, end_to_end, connection);
+    free(connection);
 }
 
 char *hdrs_serialize(const struct hdrs *h, size_t *len)
@@ -366,11 +385,18 @@ static int compare_str(const void *a, const void *b)
 }
 
 /* Splits a comma list into trimmed, lower-cased elements (in buf), sorted
- * and unique when `sort`. Returns how many (at most max). */
-static size_t split_list(char *buf, char **elem, size_t max, bool sort)
+ * and unique when `sort`: a malloc'd array of *n pointers into buf (every
+ * element, however many), NULL when out of memory. */
+static char **split_list(char *buf, size_t *n, bool sort)
 {
-    size_t n = 0;
-    for (char *p = buf; *p && n < max;) {
+    size_t max = 1;
+    for (const char *c = buf; *c; c++)
+        max += *c == ',';
+    char **elem = malloc(max * sizeof *elem);
+    *n = 0;
+    if (!elem)
+        return NULL;
+    for (char *p = buf; *p && *n < max;) {
         p += strspn(p, " \t,");
         if (!*p)
             break;
@@ -385,42 +411,49 @@ static size_t split_list(char *buf, char **elem, size_t max, bool sort)
             if (*c >= 'A' && *c <= 'Z')
                 *c = (char)(*c - 'A' + 'a');
         if (*start)
-            elem[n++] = start;
+            elem[(*n)++] = start;
     }
-    if (sort && n > 1) {
-        qsort(elem, n, sizeof *elem, compare_str);
+    if (sort && *n > 1) {
+        qsort(elem, *n, sizeof *elem, compare_str);
         size_t k = 1;
-        for (size_t i = 1; i < n; i++)
+        for (size_t i = 1; i < *n; i++)
             if (strcmp(elem[i], elem[k - 1]) != 0)
                 elem[k++] = elem[i];
-        n = k;
+        *n = k;
     }
-    return n;
+    return elem;
 }
 
 int hdrs_vary_names(const struct hdrs *resp, char *out, size_t outlen)
 {
-    char all[2048];
-    char *elem[64];
     if (outlen == 0)
         return -1;
     out[0] = '\0';
-    if (hdrs_get_all(resp, "Vary", all, sizeof all) == 0)
-        return 0;
-    size_t n = split_list(all, elem, sizeof elem / sizeof elem[0], true);
+    char *all = joined(resp, "Vary");
+    size_t n = 0;
+    char **elem = all ? split_list(all, &n, true) : NULL;
+    int rc = elem ? 0 : -1;
     size_t pos = 0;
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; rc == 0 && i < n; i++)
         if (strcmp(elem[i], "*") == 0) {
             snprintf(out, outlen, "*");
-            return 0;
+            goto out;
         }
-    for (size_t i = 0; i < n; i++) {
+    /* every name, or -1: a name left out would serve a variant to
+     * requests that differ in it */
+    for (size_t i = 0; rc == 0 && i < n; i++) {
         int k = snprintf(out + pos, outlen - pos, "%s%s", i ? "," : "", elem[i]);
-        if (k < 0 || (size_t)k >= outlen - pos)
-            return -1;
-        pos += (size_t)k;
+        if (k < 0 || (size_t)k >= outlen - pos) {
+            out[0] = '\0';
+            rc = -1;
+        } else {
+            pos += (size_t)k;
+        }
     }
-    return 0;
+out:
+    free(elem);
+    free(all);
+    return rc;
 }
 
 /* A growable string. */
@@ -495,26 +528,30 @@ static void normalise_value(struct sbuf *out, const char *v)
 /* Accept-Encoding: the codings as a set (order and repeats do not matter). */
 static void normalise_set(struct sbuf *out, char *v)
 {
-    char *elem[64];
-    size_t n = split_list(v, elem, sizeof elem / sizeof elem[0], true);
-    for (size_t i = 0; i < n; i++) {
+    size_t n = 0;
+    char **elem = split_list(v, &n, true);
+    if (!elem)
+        out->failed = 1;
+    for (size_t i = 0; elem && i < n; i++) {
         if (i)
             sb_add(out, ",", 1);
         for (const char *c = elem[i]; *c; c++)
             if (!is_ows(*c))
                 sb_add(out, c, 1);
     }
+    free(elem);
 }
 
 char *hdrs_variant_key(const struct hdr_source *req, const char *names)
 {
     struct sbuf key = {0};
-    char list[2048];
-    char *elem[64];
-    snprintf(list, sizeof list, "%s", names ? names : "");
-    size_t n = split_list(list, elem, sizeof elem / sizeof elem[0], true);
+    char *list = strdup(names ? names : "");
+    size_t n = 0;
+    char **elem = list ? split_list(list, &n, true) : NULL;
+    if (!elem)
+        key.failed = 1;
     sb_add(&key, "", 0);
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; elem && i < n; i++) {
         struct gather g = {.name = elem[i]};
         if (req && req->each)
             req->each(req->ctx, gather_field, &g);
@@ -533,6 +570,8 @@ char *hdrs_variant_key(const struct hdr_source *req, const char *names)
         if (g.values.failed)
             key.failed = 1;
     }
+    free(elem);
+    free(list);
     if (key.failed) {
         free(key.s);
         return NULL;
