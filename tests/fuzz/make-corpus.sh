@@ -15,17 +15,27 @@
 #   fuzz_config    the config files and EDGECACHE_* variables of
 #                  tests/unit/test_cfg.c, and config/edgecache.conf.example
 #                  as it is and with every option uncommented
+#   fuzz_hdrs      the header blocks and lines of tests/unit/test_hdrs.c (a
+#                  stored block and its 304 as parts A and B, a request and
+#                  its Vary names as C and D, NUL-separated)
+#   fuzz_fresh     every fresh_input tests/unit/test_fresh.c evaluates (its
+#                  assignments to `in` replayed up to each evaluation) and the
+#                  Cache-Control values it parses, as the target's fields
+#   fuzz_digest    the digest header values of tests/unit/test_hdrs.c, and the
+#                  SHA-256 digests (hex, base64) written in the unit tests,
+#                  each also as Repr-Digest, Digest and Content-MD5 fields
 #
-# Each file is named <source>-<first 12 hex of its SHA-1>. The corpus is
-# committed; run this after changing those sources and commit the result.
-# Needs python3.
+# Each file is named <source>-<first 12 hex of its SHA-1>. Files named
+# <target>-* (fixed findings moved out of crashes/) are kept as they are.
+# The corpus is committed; run this after changing those sources and commit
+# the result. Needs python3.
 set -eu
 cd "$(dirname "$0")/../.."
 FIXTURES="${FIXTURES:-/work/shared/fixtures}"
 export FIXTURES
 
 python3 - <<'PY'
-import hashlib, json, os, re, shutil
+import hashlib, json, os, re
 
 OUT = "tests/fuzz/corpus"
 BASE = "http://gw:8080"
@@ -293,12 +303,242 @@ add('fuzz_config', 'example', example)
 uncommented = re.sub(rb'^#(\w+ =)', rb'\1', example, flags=re.M)
 add('fuzz_config', 'example-uncommented', uncommented)
 
+# ---- hdrs ---------------------------------------------------------------------
+
+def hdrs_seed(a=b'', b=b'', c=b'', d=b''):
+    parts = [a, b, c, d]
+    while len(parts) > 1 and not parts[-1]:
+        parts.pop()
+    return b'\0'.join(parts)
+
+
+def vary_of(names):
+    return b'Vary: ' + names.replace(b',', b', ') + b'\r\n' if names else b''
+
+
+hd = 'tests/unit/test_hdrs.c'
+group, stored = [], None
+for name, args in calls(hd, {'hdrs_init', 'add_line', 'hdrs_add_str', 'from_block',
+                             'assert_vary', 'assert_key', 'assert_same_key'}):
+    lits = [a for a in args if isinstance(a, bytes)]
+    if name == 'hdrs_init':
+        if group:
+            add('fuzz_hdrs', 'test_hdrs', hdrs_seed(b''.join(group)))
+        group = []
+    elif name == 'add_line' and lits:
+        group.append(lits[0])
+    elif name == 'hdrs_add_str' and len(lits) == 2:
+        group.append(lits[0] + b': ' + lits[1] + b'\r\n')
+    elif name == 'from_block' and lits:
+        add('fuzz_hdrs', 'test_hdrs', hdrs_seed(lits[0]))
+        if args[0].replace(' ', '') == '&stored':
+            stored = lits[0]
+        elif args[0].replace(' ', '') == '&newer' and stored is not None:
+            add('fuzz_hdrs', 'test_hdrs', hdrs_seed(stored, lits[0]))
+    elif name == 'assert_vary' and lits:
+        add('fuzz_hdrs', 'test_hdrs', hdrs_seed(lits[0]))
+    elif name == 'assert_key' and len(args) >= 2 and isinstance(args[0], bytes) \
+            and isinstance(args[1], bytes):
+        add('fuzz_hdrs', 'test_hdrs', hdrs_seed(vary_of(args[1]), b'', args[0], args[1]))
+    elif name == 'assert_same_key' and len(args) >= 3 and isinstance(args[2], bytes):
+        for req in args[:2]:
+            if isinstance(req, bytes):
+                add('fuzz_hdrs', 'test_hdrs', hdrs_seed(vary_of(args[2]), b'', req, args[2]))
+if group:
+    add('fuzz_hdrs', 'test_hdrs', hdrs_seed(b''.join(group)))
+
+# ---- fresh --------------------------------------------------------------------
+
+import email.utils
+
+NOW = 1700000000
+FRESH_CONST = {'NOW': NOW, 'HEURISTIC_MAX': 300}
+STATUSES = [200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501,
+            201, 202, 302, 303, 307, 400, 403, 500, 502, 503, 206]
+
+
+def number_of(text):
+    """The value of a small integer expression of the test (NOW - 1000), or None."""
+    if isinstance(text, bytes):
+        return None
+    t = text.replace('ull', '').replace('ll', '')
+    for k, v in FRESH_CONST.items():
+        t = re.sub(r'\b%s\b' % k, str(v), t)
+    if not re.fullmatch(r'[0-9 +\-*()]+', t):
+        return None
+    return int(eval(t))
+
+
+def value_of(arg):
+    """A string field of fresh_input: bytes, None (NULL) or a date_at()."""
+    if isinstance(arg, bytes):
+        return arg
+    m = re.fullmatch(r'date_at \( (.*) \)', arg.strip())
+    if m and number_of(m.group(1)) is not None:
+        return email.utils.formatdate(NOW + number_of(m.group(1)), usegmt=True).encode()
+    return None
+
+
+def fresh_state(cc=None):
+    return {'status': 200, 'cc': cc, 'expires': None, 'date': value_of('date_at ( 0 )'),
+            'age': None, 'lm': 0, 'req': NOW, 'resp': NOW, 'hmax': 300, 'flags': '',
+            'rule': ''}
+
+
+RULES = {'FRESH_RULE_IMMUTABLE': 'immutable', 'FRESH_RULE_REVALIDATE': 'revalidate',
+         'FRESH_RULE_NONE': ''}
+
+
+def fresh_seed(st):
+    f = [str(st['status']).encode(), st['cc'] or b'', st['expires'] or b'',
+         st['date'] or b'', st['age'] or b'', str(st['lm']).encode(),
+         str(st['req']).encode(), str(st['resp']).encode(), str(st['hmax']).encode(),
+         st['flags'].encode(), st['rule'].encode()]
+    while f and not f[-1]:
+        f.pop()
+    add('fuzz_fresh', 'test_fresh', b'\n'.join(f))
+
+
+FIELDS = {'status': 'status', 'cache_control': 'cc', 'expires': 'expires', 'date': 'date',
+          'age': 'age', 'last_modified': 'lm', 'request_time': 'req',
+          'response_time': 'resp', 'heuristic_max_age': 'hmax'}
+fr = 'tests/unit/test_fresh.c'
+toks = tokens(fr)
+state = fresh_state()
+for name, args in calls(fr, {'fresh_parse'}):
+    if args and isinstance(args[0], bytes):
+        fresh_seed(fresh_state(args[0]))
+i = 0
+while i < len(toks):
+    k, v = toks[i]
+    nxt = toks[i + 1][1] if i + 1 < len(toks) else None
+    if k == 'ident' and nxt == '(' and v in ('input', 'with_rule', 'eval_cc', 'eval_status',
+                                            'eval_full', 'evaluate'):
+        call = calls_at = None
+        # the arguments of this one call
+        depth, j, cur, args = 0, i + 2, [], []
+        while j < len(toks):
+            tk, tv = toks[j]
+            if tk == 'punct' and tv in '([{':
+                depth += 1
+            elif tk == 'punct' and tv in ')]}':
+                if depth == 0:
+                    break
+                depth -= 1
+            if tk == 'punct' and tv == ',' and depth == 0:
+                args.append(cur)
+                cur = []
+            else:
+                cur.append((tk, tv))
+            j += 1
+        args.append(cur)
+        args = [a[0][1] if len(a) == 1 and a[0][0] == 'str'
+                else ' '.join(str(t[1]) for t in a) for a in args]
+        if v == 'input' and args:
+            state = fresh_state(value_of(args[0]))
+        elif v == 'with_rule' and len(args) == 4:
+            state = fresh_state(value_of(args[0]))
+            rule = args[1].strip()
+            lo, hi = number_of(args[2]), number_of(args[3])
+            state['rule'] = RULES.get(rule, '%d..%d' % (lo or 0, hi or 0))
+        elif v == 'eval_cc' and args:
+            fresh_seed(fresh_state(value_of(args[0])))
+        elif v == 'eval_status' and len(args) == 2:
+            st = number_of(args[0])
+            for s_ in ([st] if st is not None else STATUSES):
+                one = fresh_state(value_of(args[1]))
+                one['status'] = s_
+                fresh_seed(one)
+        elif v == 'eval_full' and len(args) == 3:
+            one = fresh_state(value_of(args[0]))
+            one['expires'] = value_of(args[1])
+            one['lm'] = number_of(args[2]) or 0
+            fresh_seed(one)
+        elif v == 'evaluate' and args and args[0].replace(' ', '') == '&in':
+            fresh_seed(state)
+        i = j
+        continue
+    # in.FIELD = VALUE;  in.policy.rule = RULE;  in.policy.min_s = N;
+    if k == 'ident' and v == 'in' and nxt == '.':
+        path, j = [], i + 1
+        while j + 1 < len(toks) and toks[j][1] == '.':
+            path.append(toks[j + 1][1])
+            j += 2
+        if j < len(toks) and toks[j][1] == '=':
+            end = j + 1
+            while end < len(toks) and toks[end][1] != ';':
+                end += 1
+            val = toks[j + 1:end]
+            text = val[0][1] if len(val) == 1 and val[0][0] == 'str' \
+                else ' '.join(str(t[1]) for t in val)
+            key = '.'.join(path)
+            if key in FIELDS:
+                f = FIELDS[key]
+                if f in ('cc', 'expires', 'date', 'age'):
+                    state[f] = value_of(text)
+                elif number_of(text) is not None:
+                    state[f] = number_of(text)
+            elif key in ('request_authorized', 'immutable'):
+                flag = 'a' if key == 'request_authorized' else 'i'
+                state['flags'] = state['flags'].replace(flag, '')
+                if number_of(text):
+                    state['flags'] += flag
+            elif key == 'policy.rule':
+                state['rule'] = RULES.get(text.strip(), '0..0')
+            i = end
+            continue
+    i += 1
+
+# ---- digest -------------------------------------------------------------------
+
+import base64
+import binascii
+
+
+def digest_seed(repr_=b'', dig=b'', md5=b'', hex_=b'', b64=b''):
+    f = [repr_, dig, md5, hex_, b64]
+    while f and not f[-1]:
+        f.pop()
+    add('fuzz_digest', 'test_digest', b'\n'.join(f))
+
+
+for s in strings(hd):
+    for line in s.split(b'\r\n'):
+        n, _, v = line.partition(b':')
+        v = v.strip()
+        ln = n.strip().lower()
+        if ln == b'repr-digest':
+            digest_seed(repr_=v)
+        elif ln == b'digest':
+            digest_seed(dig=v)
+        elif ln in (b'content-md5', b'x-ms-blob-content-md5'):
+            digest_seed(md5=v)
+digests = set()
+for src in sorted(os.listdir('tests/unit')):
+    if not src.endswith('.c'):
+        continue
+    for s in strings(os.path.join('tests/unit', src)):
+        if re.fullmatch(rb'[0-9a-fA-F]{64}', s):
+            digests.add(binascii.unhexlify(s))
+        elif re.fullmatch(rb'[A-Za-z0-9+/]{43}=', s):
+            digests.add(base64.b64decode(s))
+for d in sorted(digests):
+    b64 = base64.b64encode(d)
+    md5 = base64.b64encode(d[:16])
+    digest_seed(b'sha-256=:' + b64 + b':', b'SHA-256=' + b64, md5, binascii.hexlify(d), b64)
+    digest_seed(b'sha-512=:' + base64.b64encode(d + d) + b':, sha-256=:' + b64 + b':',
+                b'md5=' + md5 + b',SHA-256=' + b64, md5)
+
 # ---- write ------------------------------------------------------------------------
 
-for target in ('fuzz_route', 'fuzz_range', 'fuzz_manifest', 'fuzz_config'):
+TARGETS = ('fuzz_route', 'fuzz_range', 'fuzz_manifest', 'fuzz_config', 'fuzz_hdrs',
+           'fuzz_fresh', 'fuzz_digest')
+for target in TARGETS:
     d = os.path.join(OUT, target)
-    shutil.rmtree(d, ignore_errors=True)
-    os.makedirs(d)
+    os.makedirs(d, exist_ok=True)
+    for name in os.listdir(d):          # regenerated, but for the fixed findings
+        if not name.startswith(target + '-'):
+            os.remove(os.path.join(d, name))
     for name, data in sorted(seeds.get(target, {}).items()):
         with open(os.path.join(d, name), 'wb') as f:
             f.write(data)
