@@ -194,6 +194,21 @@ static int open_storage(struct edge *e, char *err, size_t errlen)
     return rc == 0 ? 0 : -1;
 }
 
+/* Where an operator on this machine opens the dashboard: the control
+ * plane's address (a wildcard one reached on loopback). */
+static void log_dashboard(struct edge *e)
+{
+    const char *host = e->cfg->admin_listen.host;
+    bool v6 = strchr(host, ':') != NULL;
+    if (strcmp(host, "0.0.0.0") == 0 || strcmp(host, "*") == 0 || host[0] == '\0')
+        host = "127.0.0.1", v6 = false;
+    else if (strcmp(host, "::") == 0)
+        host = "::1";
+    log_msg(&e->log, LOG_INFO, "main", "dashboard: http://%s%s%s:%u/%s", v6 ? "[" : "", host,
+            v6 ? "]" : "", e->cfg->admin_listen.port,
+            e->cfg->admin_token[0] ? " (it asks for the control-plane token)" : "");
+}
+
 static int edge_start(struct edge *e, char *err, size_t errlen)
 {
     e->started = (int64_t)time(NULL);
@@ -246,6 +261,7 @@ static int edge_start(struct edge *e, char *err, size_t errlen)
             EDGECACHE_VERSION, e->cfg->listen.host, e->cfg->listen.port, e->cfg->admin_listen.host,
             e->cfg->admin_listen.port, e->cfg->cache_dir, (unsigned long long)e->stats.objects,
             (unsigned long long)e->stats.stored_bytes);
+    log_dashboard(e);
     return 0;
 }
 

@@ -104,3 +104,12 @@ def test_status_document(origin, edgecache, edgecache_bin):
                          timeout=5, env=harness.child_env())
     assert st["version"] in out.stdout
     assert harness.request(ec.admin_port, "GET", "/healthz").status == 200
+
+
+def test_start_log_names_the_dashboard(origin, edgecache):
+    """The start-up log says where the dashboard is (the control plane's
+    address), so an operator who ran docker/start.sh knows what to open."""
+    ec = edgecache(allow=[origin.base])
+    with open(ec.log_path, encoding="utf-8", errors="replace") as f:
+        text = f.read()
+    assert "dashboard: http://127.0.0.1:%d/" % ec.admin_port in text, text
