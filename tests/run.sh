@@ -3,7 +3,10 @@
 # with cmocka, integration tests with pytest against the real binary and a
 # real nginx origin), all through ctest.
 #
-#   tests/run.sh              release build in build/
+#   tests/run.sh              release build in build/, then the benchmark's
+#                             smoke run against it (tests/bench/run --smoke:
+#                             about a minute; it prints, nothing is asserted
+#                             on its numbers, but it must run)
 #   tests/run.sh --sanitize   AddressSanitizer + UBSan build in build-asan/,
 #                             then 20 s of each fuzz target (tests/fuzz/run.sh)
 set -eu
@@ -29,4 +32,7 @@ if [ "$dir" = build-asan ]; then
   # Fuzz smoke run: every tests/fuzz target for 20 s on its seed corpus
   # (clang-14 build in build-fuzz/).
   ./tests/fuzz/run.sh 20
+fi
+if [ "$dir" = build ]; then
+  EDGECACHE_BIN="$dir/edgecache" ./tests/bench/run --smoke
 fi
