@@ -56,6 +56,10 @@ struct recovery {
     char (*orphans)[HEX_LEN + 1];       /* owned: rows without a blob */
     size_t n_orphans, cap_orphans;
     bool out_of_memory;
+    bool live;                          /* the daemon serves meanwhile: check again */
+    const atomic_bool *cancel;          /* may be NULL */
+    uint64_t *orphan_seq;               /* live: the removal's number, 0 if kept */
+    bool *adopted;                      /* live: per blob, adopted by this run */
     unsigned temps_removed;
     unsigned misnamed_removed;
     unsigned rows_dropped;
@@ -90,6 +94,8 @@ static int match_row(void *ctx, const char *sha256, uint64_t size);
 static int reconcile(struct recovery *r, struct index *idx);
 static int drop_orphans(struct recovery *r, struct index *idx);
 static int adopt_unindexed(struct recovery *r, struct index *idx);
+static bool blob_still_there(const struct recovery *r, const struct found_blob *b);
+static int drop_orphans_live(struct recovery *r, struct index *idx);
 
 /* ---- open and paths ----------------------------------------------------- */
 
@@ -381,6 +387,14 @@ int store_blob_remove_recorded(const struct store *s, const char *hex,
 
 /* ---- recovery ----------------------------------------------------------- */
 
+static void recovery_log(const struct recovery *r)
+{
+    log_msg(r->s->log, LOG_INFO, "store", "recovered %s: %zu blobs; removed %u temp"
+            " files and %u misnamed entries; dropped %u index rows without a blob;"
+            " adopted %u blobs without a row", r->s->dir, r->n_blobs, r->temps_removed,
+            r->misnamed_removed, r->rows_dropped, r->blobs_adopted);
+}
+
 int store_recover(const struct store *s, struct index *idx,
                   unsigned *temps_removed, unsigned *rows_dropped,
                   unsigned *blobs_adopted)
@@ -393,10 +407,7 @@ int store_recover(const struct store *s, struct index *idx,
     if (rc == 0)
         rc = reconcile(&r, idx);
     if (rc == 0)
-        log_msg(s->log, LOG_INFO, "store", "recovered %s: %zu blobs; removed %u temp"
-                " files and %u misnamed entries; dropped %u index rows without a blob;"
-                " adopted %u blobs without a row", s->dir, r.n_blobs, r.temps_removed,
-                r.misnamed_removed, r.rows_dropped, r.blobs_adopted);
+        recovery_log(&r);
     if (temps_removed)
         *temps_removed = r.temps_removed;
     if (rows_dropped)
@@ -406,6 +417,63 @@ int store_recover(const struct store *s, struct index *idx,
     free(r.blobs);
     free(r.orphans);
     return rc;
+}
+
+int store_clear_tmp(const struct store *s, unsigned *temps_removed)
+{
+    struct recovery r = {.s = s};
+    int rc = clear_tmp(&r);
+    if (temps_removed)
+        *temps_removed = r.temps_removed;
+    return rc;
+}
+
+int store_reconcile(const struct store *s, struct index *idx, const atomic_bool *cancel,
+                    struct store_reconciled *out)
+{
+    struct recovery r = {.s = s, .live = true, .cancel = cancel};
+    memset(out, 0, sizeof *out);
+    int rc = walk_blobs(&r);
+    if (rc == 0 && cancel && atomic_load(cancel))
+        rc = 1;
+    if (rc == 0)
+        rc = reconcile(&r, idx);
+    if (rc == 0)
+        recovery_log(&r);
+    out->blobs = r.n_blobs;
+    out->misnamed_removed = r.misnamed_removed;
+    out->rows_dropped = r.rows_dropped;
+    out->blobs_adopted = r.blobs_adopted;
+    /* what the caller tells its catalog: the rows dropped (with the
+     * removal's number) and the blobs adopted */
+    out->dropped = calloc(r.rows_dropped ? r.rows_dropped : 1, sizeof *out->dropped);
+    out->adopted = calloc(r.blobs_adopted ? r.blobs_adopted : 1, sizeof *out->adopted);
+    if (!out->dropped || !out->adopted) {
+        rc = -1;
+    } else {
+        for (size_t i = 0; i < r.n_orphans && r.orphan_seq; i++)
+            if (r.orphan_seq[i] && out->n_dropped < r.rows_dropped) {
+                memcpy(out->dropped[out->n_dropped].sha256, r.orphans[i], HEX_LEN + 1);
+                out->dropped[out->n_dropped++].seq = r.orphan_seq[i];
+            }
+        for (size_t i = 0; i < r.n_blobs && r.adopted; i++)
+            if (r.adopted[i] && out->n_adopted < r.blobs_adopted) {
+                memcpy(out->adopted[out->n_adopted].sha256, r.blobs[i].hex, HEX_LEN + 1);
+                out->adopted[out->n_adopted++].size = r.blobs[i].size;
+            }
+    }
+    free(r.blobs);
+    free(r.orphans);
+    free(r.orphan_seq);
+    free(r.adopted);
+    return rc;
+}
+
+void store_reconciled_free(struct store_reconciled *out)
+{
+    free(out->dropped);
+    free(out->adopted);
+    memset(out, 0, sizeof *out);
 }
 
 /* Everything under tmp/ is a fill that a stop or a crash interrupted. */
@@ -509,6 +577,10 @@ static int walk_level(struct recovery *r, int fd, const char *dirpath,
     while (rc == 0 && (de = readdir(d)) != NULL) {
         if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
             continue;
+        if (r->cancel && atomic_load(r->cancel)) {
+            rc = 1;                 /* the daemon stops: the next start walks again */
+            break;
+        }
         if (depth == 2)
             rc = consider_blob(r, dirfd(d), dirpath, de->d_name, prefix);
         else
@@ -645,11 +717,53 @@ static int reconcile(struct recovery *r, struct index *idx)
     return 0;
 }
 
+/* Live: true when the blob the walk found is still there (a stat). */
+static bool blob_still_there(const struct recovery *r, const struct found_blob *b)
+{
+    char path[PATH_MAX];
+    struct stat st;
+    store_blob_path(r->s, b->hex, path, sizeof path);
+    return stat(path, &st) == 0;
+}
+
+/* Live: one row at a time, each under the store's lock and only when its
+ * blob is still missing (a fill may have committed it since the walk);
+ * the removal's number lets the catalog ignore it when a commit of the
+ * same blob came after. */
+static int drop_orphans_live(struct recovery *r, struct index *idx)
+{
+    if (!(r->orphan_seq = calloc(r->n_orphans ? r->n_orphans : 1, sizeof *r->orphan_seq)))
+        return -1;
+    for (size_t i = 0; i < r->n_orphans; i++) {
+        char path[PATH_MAX];
+        struct stat st;
+        const char *one = r->orphans[i];
+        uint64_t seq = 0;
+        int rc = 0;
+        store_blob_path(r->s, one, path, sizeof path);
+        sync_lock(r->s, &seq);
+        if (stat(path, &st) != 0 && errno == ENOENT) {
+            rc = index_drop_objects(idx, &one, 1);
+            if (rc == 0) {
+                r->orphan_seq[i] = seq ? seq : 1;
+                r->rows_dropped++;
+            }
+        }
+        sync_unlock(r->s);
+        if (rc != 0)
+            return -1;
+    }
+    return 0;
+}
+
 /* In transactions of up to RECOVER_BATCH rows. */
 static int drop_orphans(struct recovery *r, struct index *idx)
 {
     const char *batch[RECOVER_BATCH];
     size_t n = 0;
+
+    if (r->live)
+        return drop_orphans_live(r, idx);
 
     for (size_t i = 0; i < r->n_orphans; i++) {
         batch[n++] = r->orphans[i];
@@ -670,10 +784,18 @@ static int adopt_unindexed(struct recovery *r, struct index *idx)
     struct index_object batch[RECOVER_BATCH];
     size_t n = 0;
 
+    if (r->live && !(r->adopted = calloc(r->n_blobs ? r->n_blobs : 1, sizeof *r->adopted)))
+        return -1;
     for (size_t i = 0; i < r->n_blobs; i++) {
         const struct found_blob *b = &r->blobs[i];
-        if (!b->has_row)
+        if (!b->has_row && r->live && !blob_still_there(r, b)) {
+            continue;               /* evicted or purged since the walk */
+        }
+        if (!b->has_row) {
             batch[n++] = (struct index_object){b->hex, b->size, b->mtime};
+            if (r->live)
+                r->adopted[i] = true;
+        }
         if (n == RECOVER_BATCH || (n > 0 && i + 1 == r->n_blobs)) {
             if (index_adopt_objects(idx, batch, n) != 0)
                 return -1;

@@ -23,6 +23,8 @@
 #ifndef EDGECACHE_STORE_H
 #define EDGECACHE_STORE_H
 
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include "config/log.h"
@@ -92,7 +94,8 @@ int store_blob_remove_recorded(const struct store *s, const char *hex,
                                int (*record)(void *ctx), void *ctx, uint64_t *seq);
 
 /*
- * Start-up recovery, before anything listens:
+ * Start-up recovery (the command-line tools; the daemon runs it in two
+ * parts, below):
  *  - every file under tmp/ is deleted (a fill that a crash interrupted);
  *  - every index row whose blob is missing is dropped (index_drop_object);
  *  - every blob without a row is adopted (index_adopt_object, size from
@@ -107,5 +110,30 @@ int store_blob_remove_recorded(const struct store *s, const char *hex,
 int store_recover(const struct store *s, struct index *idx,
                   unsigned *temps_removed, unsigned *rows_dropped,
                   unsigned *blobs_adopted);
+
+/* The same recovery in two parts, so that the daemon serves from its
+ * index at once, however many blobs the store holds:
+ *  - store_clear_tmp(), before anything listens (tmp/ holds only what
+ *    fills in flight wrote, so it is quick);
+ *  - store_reconcile(), on the thread pool while the daemon serves: the
+ *    walk of blobs/, then each row without a blob dropped (checked again
+ *    under the store's lock, since a fill may have committed it meanwhile)
+ *    and each blob without a row adopted (checked again, since eviction
+ *    may have removed it). What it changed is listed in *out for the
+ *    caller's catalog (free with store_reconciled_free). It stops early
+ *    (non-zero) once *cancel is set. Until it ends, a row whose blob is
+ *    gone is what it always is at serve time: a miss, fetched again. */
+struct store_reconciled {
+    size_t blobs;                       /* found by the walk */
+    unsigned misnamed_removed, rows_dropped, blobs_adopted;
+    struct { char sha256[65]; uint64_t seq; } *dropped;
+    size_t n_dropped;
+    struct { char sha256[65]; uint64_t size; } *adopted;
+    size_t n_adopted;
+};
+int store_clear_tmp(const struct store *s, unsigned *temps_removed);
+int store_reconcile(const struct store *s, struct index *idx, const atomic_bool *cancel,
+                    struct store_reconciled *out);
+void store_reconciled_free(struct store_reconciled *out);
 
 #endif

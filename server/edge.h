@@ -12,6 +12,7 @@
 
 #include <microhttpd.h>
 #include <stdint.h>
+#include <stdatomic.h>
 #include <uv.h>
 
 #include "cache/stats.h"
@@ -63,7 +64,18 @@ struct edge {
     int touch_flush_running;
     int64_t started;            /* Unix seconds */
     int stopping;
+    struct {                    /* the store's reconciliation, on the pool after start */
+        uv_work_t work;
+        atomic_bool cancel;     /* set by a stop: the walk ends early */
+        int state;              /* RECONCILE_* */
+        uint64_t started_ms, took_ms;   /* uv_now() */
+        struct store_reconciled result;
+        int rc;
+    } reconcile;
 };
+
+enum { RECONCILE_NONE, RECONCILE_RUNNING, RECONCILE_DONE, RECONCILE_FAILED,
+       RECONCILE_CANCELLED };
 
 /* Starts both listeners on the loop. Returns 0, or -1 with err filled. */
 int http_start(struct edge *e, char *err, size_t errlen);

@@ -114,6 +114,7 @@ static void edge_stop(struct edge *e)
         return;
     }
     e->draining = 1;
+    atomic_store(&e->reconcile.cancel, true);
     log_msg(&e->log, LOG_INFO, "main", "stopping: no new connections; %u answers in progress "
             "may finish within %llu ms (config key: shutdown_grace)", e->active_requests,
             (unsigned long long)e->cfg->shutdown_grace_ms);
@@ -163,7 +164,7 @@ static int set_aside(struct edge *e, const char *path)
  * is damaged (then nothing stays open). */
 static int open_index(struct edge *e, const char *path, char *err, size_t errlen)
 {
-    unsigned temps = 0, dropped = 0, adopted = 0;
+    unsigned temps = 0;
     int rc = index_open(&e->index, path, &e->log, err, errlen);
     if (rc == -2)
         return 1;
@@ -172,9 +173,14 @@ static int open_index(struct edge *e, const char *path, char *err, size_t errlen
     struct catalog_env cenv = {
         .loop = e->loop, .index = e->index, .log = &e->log, .stats = &e->stats,
     };
-    if (store_recover(&e->store, e->index, &temps, &dropped, &adopted) == 0
-        && catalog_open(&e->catalog, &cenv) == 0 && catalog_load(e->catalog) == 0)
+    /* tmp/ now; the walk of blobs/ after the listeners start (reconcile_start) */
+    if (store_clear_tmp(&e->store, &temps) == 0
+        && catalog_open(&e->catalog, &cenv) == 0 && catalog_load(e->catalog) == 0) {
+        if (temps)
+            log_msg(&e->log, LOG_INFO, "store", "removed %u temp files that fills in flight "
+                    "left at the last stop", temps);
         return 0;
+    }
     int damaged = index_quick_check(e->index) == 1;
     snprintf(err, errlen, "cannot read the index %s (see the log)", path);
     catalog_close(&e->catalog);
@@ -192,6 +198,56 @@ static int open_storage(struct edge *e, char *err, size_t errlen)
     if (rc == 1 && set_aside(e, path) == 0)
         rc = open_index(e, path, err, errlen);
     return rc == 0 ? 0 : -1;
+}
+
+/* The store's walk and its reconciliation with the index, on the pool
+ * while the daemon serves (store_reconcile): start-up does not wait for a
+ * stat of every blob. */
+static void reconcile_work(uv_work_t *w)
+{
+    struct edge *e = w->data;
+    e->reconcile.rc = store_reconcile(&e->store, e->index, &e->reconcile.cancel,
+                                      &e->reconcile.result);
+}
+
+static void reconcile_after(uv_work_t *w, int status)
+{
+    struct edge *e = w->data;
+    struct store_reconciled *r = &e->reconcile.result;
+    e->reconcile.took_ms = uv_now(e->loop) - e->reconcile.started_ms;
+    if (status != 0 || atomic_load(&e->reconcile.cancel)) {
+        e->reconcile.state = RECONCILE_CANCELLED;
+    } else if (e->reconcile.rc != 0) {
+        e->reconcile.state = RECONCILE_FAILED;
+        log_msg(&e->log, LOG_ERROR, "store", "reconciling %s with its index failed (see "
+                "above); rows without a blob are fetched again when asked for, blobs "
+                "without a row wait for the next start", e->cfg->cache_dir);
+    } else {
+        e->reconcile.state = RECONCILE_DONE;
+        /* the catalog learns what changed (a removal the catalog saw a
+         * commit after is ignored, by its number) */
+        for (size_t i = 0; e->catalog && i < r->n_dropped; i++)
+            catalog_blob_removed_at(e->catalog, r->dropped[i].sha256, r->dropped[i].seq);
+        for (size_t i = 0; e->catalog && i < r->n_adopted; i++)
+            catalog_blob_added(e->catalog, r->adopted[i].sha256, r->adopted[i].size);
+        log_msg(&e->log, LOG_INFO, "store", "reconciled with the index in %llu ms while "
+                "serving: %zu blobs, %u rows without a blob dropped, %u blobs without a row "
+                "adopted", (unsigned long long)e->reconcile.took_ms, r->blobs, r->rows_dropped,
+                r->blobs_adopted);
+        if (e->evictor && r->n_adopted)
+            evict_check(e->evictor);
+    }
+    store_reconciled_free(r);
+}
+
+static void reconcile_start(struct edge *e)
+{
+    e->reconcile.work.data = e;
+    e->reconcile.state = RECONCILE_RUNNING;
+    e->reconcile.started_ms = uv_now(e->loop);
+    atomic_store(&e->reconcile.cancel, false);
+    if (uv_queue_work(e->loop, &e->reconcile.work, reconcile_work, reconcile_after) != 0)
+        e->reconcile.state = RECONCILE_FAILED;
 }
 
 /* Where an operator on this machine opens the dashboard: the control
@@ -262,6 +318,7 @@ static int edge_start(struct edge *e, char *err, size_t errlen)
             e->cfg->admin_listen.port, e->cfg->cache_dir, (unsigned long long)e->stats.objects,
             (unsigned long long)e->stats.stored_bytes);
     log_dashboard(e);
+    reconcile_start(e);
     return 0;
 }
 

@@ -170,6 +170,16 @@ enum MHD_Result api_status(struct admin_req *req)
     json_object_set_new(root, "cache_dir", json_string(e->cfg->cache_dir));
     json_object_set_new(root, "objects", json_integer((json_int_t)e->stats.objects));
     json_object_set_new(root, "stored_bytes", json_integer((json_int_t)e->stats.stored_bytes));
+    /* the store's walk after start (objects and stored_bytes may still
+     * grow by adopted blobs while it runs) */
+    static const char *const reconcile_states[] = {"not started", "running", "done", "failed",
+                                                   "cancelled"};
+    json_t *rec = json_object();
+    json_object_set_new(rec, "state", json_string(reconcile_states[e->reconcile.state]));
+    json_object_set_new(rec, "ms", json_integer((json_int_t)(
+        e->reconcile.state == RECONCILE_RUNNING ? uv_now(e->loop) - e->reconcile.started_ms
+                                                : e->reconcile.took_ms)));
+    json_object_set_new(root, "store_reconcile", rec);
     json_object_set_new(root, "budget_bytes",
                         e->evictor ? json_integer((json_int_t)evict_budget(e->evictor)) : json_null());
     uint64_t hits = e->stats.req_hit;

@@ -533,6 +533,44 @@ static void recover_adopts_every_blob_into_a_new_index(void **state)
     assert_int_equal(bytes, 10 * 6 + 90 * 7 + 200 * 8);         /* "blob 0".."blob 299" */
 }
 
+/* The daemon's two parts: tmp/ at start, then the walk while it serves,
+ * which lists what it changed for the catalog; a cancelled walk stops. */
+static void reconcile_lists_what_it_changed(void **state)
+{
+    struct fixture *f = *state;
+    struct store_reconciled r;
+    unsigned temps = 99;
+
+    make_crashed_store(f);
+    assert_int_equal(store_clear_tmp(&f->store, &temps), 0);
+    assert_int_equal(temps, 3);
+    assert_int_equal(store_reconcile(&f->store, f->idx, NULL, &r), 0);
+    assert_int_equal(r.rows_dropped, 1);
+    assert_int_equal(r.n_dropped, 1);
+    assert_string_equal(r.dropped[0].sha256, SHA_GONE);
+    assert_true(r.dropped[0].seq > 0);
+    assert_int_equal(r.blobs_adopted, 1);
+    assert_int_equal(r.n_adopted, 1);
+    assert_string_equal(r.adopted[0].sha256, SHA_WORLD);
+    assert_int_equal(r.adopted[0].size, 5);
+    store_reconciled_free(&r);
+    assert_recovered(f);
+
+    /* again: nothing to change */
+    assert_int_equal(store_reconcile(&f->store, f->idx, NULL, &r), 0);
+    assert_int_equal(r.n_dropped + r.n_adopted, 0);
+    store_reconciled_free(&r);
+
+    /* cancelled at once: it stops, and changes nothing */
+    atomic_bool cancel = true;
+    index_row(f, "http://h/gone2", SHA_GONE, 4);
+    assert_int_not_equal(store_reconcile(&f->store, f->idx, &cancel, &r), 0);
+    store_reconciled_free(&r);
+    uint64_t objects = 0, bytes = 0;
+    assert_int_equal(index_totals(f->idx, &objects, &bytes), 0);
+    assert_int_equal(objects, 3);
+}
+
 static void recover_of_an_empty_store_does_nothing(void **state)
 {
     struct fixture *f = *state;
@@ -563,6 +601,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(recover_twice_changes_nothing_more, setup, teardown),
         cmocka_unit_test_setup_teardown(recover_adopts_every_blob_into_a_new_index, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(reconcile_lists_what_it_changed, setup, teardown),
         cmocka_unit_test_setup_teardown(recover_of_an_empty_store_does_nothing, setup,
                                         teardown),
     };
