@@ -1680,7 +1680,8 @@ void cfg_print_help(FILE *out, const char *argv0)
           "\nCommands, run instead of the daemon with the same options:\n"
           "  edgecache verify [--repair]            rehash the store offline\n"
           "  edgecache rewrite --cache-url URL FILE rewrite a manifest for children\n"
-          "  edgecache import MANIFEST FILE...      sideload files an import manifest lists\n", out);
+          "  edgecache import MANIFEST FILE...      sideload files an import manifest lists\n"
+          "  edgecache health                       ask the running daemon's /healthz (exit 0 or 1)\n", out);
 }
 
 /* Markdown table cells: '|' would end the cell. */

@@ -353,6 +353,8 @@ int main(int argc, char **argv)
         return cmd_rewrite(argc - 1, argv + 1);
     if (argc > 1 && strcmp(argv[1], "import") == 0)
         return cmd_import(argc - 1, argv + 1);
+    if (argc > 1 && strcmp(argv[1], "health") == 0)
+        return cmd_health(argc - 1, argv + 1);
     enum cfg_result cr = cfg_load(&cfg, argc, argv, environ, stdout, err, sizeof err);
     if (cr == CFG_EXIT)
         return 0;

@@ -4,6 +4,8 @@
  *   edgecache import [options] MANIFEST FILE...  sideload files (cmd_import.c)
  *   edgecache rewrite --cache-url URL [options] FILE|-
  *                                           a manifest for children (cmd_rewrite.c)
+ *   edgecache health [options]              ask the running daemon's /healthz
+ *                                           (cmd_health.c)
  * Each takes argv with argv[0] naming the command and returns the process's
  * exit status.
  */
@@ -13,5 +15,6 @@
 int cmd_verify(int argc, char **argv);
 int cmd_rewrite(int argc, char **argv);
 int cmd_import(int argc, char **argv);
+int cmd_health(int argc, char **argv);
 
 #endif
