@@ -659,6 +659,13 @@ void catalog_blob_added(struct catalog *c, const char *sha256, uint64_t size)
     blob_get(c, sha256, size);
 }
 
+void catalog_blob_added_at(struct catalog *c, const char *sha256, uint64_t size, uint64_t seq)
+{
+    struct cat_blob *b = blob_get(c, sha256, size);
+    if (b && seq > b->added_seq)
+        b->added_seq = seq;
+}
+
 void catalog_blob_removed(struct catalog *c, const char *sha256)
 {
     catalog_blob_removed_at(c, sha256, UINT64_MAX);

@@ -144,6 +144,9 @@ void catalog_expect_all(struct catalog *c, const struct index_expectation *e, si
 /* A blob the index now has a row for (a sideload), or no longer has (an
  * eviction, a purge): the latter forgets every response of it. */
 void catalog_blob_added(struct catalog *c, const char *sha256, uint64_t size);
+/* The same for a blob committed as step seq (store_commit_recorded), so
+ * that an earlier removal of it no longer counts. */
+void catalog_blob_added_at(struct catalog *c, const char *sha256, uint64_t size, uint64_t seq);
 void catalog_blob_removed(struct catalog *c, const char *sha256);
 /* A removal numbered seq (store_blob_remove_recorded): ignored when a
  * commit of the same blob came after it (the blob is there again). */

@@ -64,6 +64,7 @@ enum wr_stmt {
     WR_IMPORT,
     WR_LIST_OBJECTS,
     WR_OBJECT_SIZE,
+    WR_OBJECT_URLS,
     WR_TOUCH,
     WR_TOTALS,
     WR_FOREACH,
@@ -123,6 +124,9 @@ static const struct stmt_def wr_defs[WR_COUNT] = {
         " (SELECT group_concat(u.origin_url, char(10)) FROM responses u WHERE u.sha256 = o.sha256)"
         " FROM objects o WHERE o.sha256 > ?1 ORDER BY o.sha256 LIMIT ?2"},
     [WR_OBJECT_SIZE] = {"read an object's size", "SELECT size FROM objects WHERE sha256 = ?1"},
+    [WR_OBJECT_URLS] = {"list an object's URLs",
+        "SELECT group_concat(origin_url, char(10)) FROM"
+        " (SELECT DISTINCT origin_url FROM responses WHERE sha256 = ?1 ORDER BY origin_url)"},
     [WR_IMPORT] = {"record a sideloaded object",
         "INSERT INTO objects(sha256, size, created, last_access, hits, pinned, verified_by)"
         " VALUES (?1, ?2, ?3, ?3, 0, 0, 'import') ON CONFLICT(sha256) DO UPDATE SET"
@@ -1202,6 +1206,26 @@ int index_object_size(struct index *idx, const char *sha256, uint64_t *size)
     sqlite3_reset(st);
     pthread_mutex_unlock(&idx->wr_lock);
     return found;
+}
+
+char *index_object_urls(struct index *idx, const char *sha256)
+{
+    sqlite3_stmt *st = idx->wr_stmt[WR_OBJECT_URLS];
+    char *urls = NULL;
+
+    assert(idx->magic == INDEX_MAGIC);
+    pthread_mutex_lock(&idx->wr_lock);
+    if (sqlite3_bind_text(st, 1, sha256, -1, SQLITE_STATIC) == SQLITE_OK) {
+        int rc = sqlite3_step(st);
+        const char *text = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(st, 0) : NULL;
+        if (text)
+            urls = strdup(text);
+        else if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+            db_error(idx, idx->wr, wr_defs[WR_OBJECT_URLS].purpose);
+    }
+    sqlite3_reset(st);
+    pthread_mutex_unlock(&idx->wr_lock);
+    return urls;
 }
 
 int index_import_object(struct index *idx, const char *sha256, uint64_t size, int64_t now)

@@ -180,6 +180,10 @@ int index_list_objects(struct index *idx, const char *after, unsigned limit,
 /* 1 and *size when the object exists, 0 when not, -1 on error. */
 int index_object_size(struct index *idx, const char *sha256, uint64_t *size);
 
+/* The origin URLs whose responses name the object, one per line, sorted
+ * (malloc'd: the caller frees), or NULL when none does (or on error). */
+char *index_object_urls(struct index *idx, const char *sha256);
+
 /* A sideloaded blob (edgecache import): an objects row with verified_by
  * 'import' (a row that was adopted or unverified is upgraded). */
 int index_import_object(struct index *idx, const char *sha256, uint64_t size, int64_t now);

@@ -84,7 +84,7 @@ static void check_file(struct run *run, const struct item *it, const struct hash
 static int hash_blob(struct run *run, const char *hex, struct hashed *h);
 static void progress(struct run *run);
 static void finding(struct run *run, enum verify_kind kind, const char *name,
-                    const char *detail, enum verify_repair repair);
+                    const char *detail, enum verify_repair repair, const char *urls);
 static void bad(struct run *run, const struct item *it, enum verify_kind kind,
                 const char *detail);
 static enum verify_repair repair(struct run *run, const struct item *it, bool remove_file,
@@ -295,7 +295,7 @@ static void note_not_a_blob(struct run *run, const char *rel, const char *name,
 
     snprintf(path, sizeof path, "blobs/%s%s%s", rel, *rel ? "/" : "", name);
     snprintf(detail, sizeof detail, "%s; the daemon deletes it at start", why);
-    finding(run, VERIFY_NOT_A_BLOB, path, detail, VERIFY_NOT_REPAIRED);
+    finding(run, VERIFY_NOT_A_BLOB, path, detail, VERIFY_NOT_REPAIRED, NULL);
 }
 
 /* ---- step 2: one item per digest ---------------------------------------- */
@@ -382,7 +382,8 @@ static void check_file(struct run *run, const struct item *it, const struct hash
         run->r->good++;
         if (!it->has_row)
             finding(run, VERIFY_NO_ROW, it->hex,
-                    "a note, not a fault: the daemon adopts it at start", VERIFY_NOT_REPAIRED);
+                    "a note, not a fault: the daemon adopts it at start", VERIFY_NOT_REPAIRED,
+                    NULL);
     }
 }
 
@@ -428,9 +429,10 @@ static void progress(struct run *run)
 }
 
 static void finding(struct run *run, enum verify_kind kind, const char *name,
-                    const char *detail, enum verify_repair rep)
+                    const char *detail, enum verify_repair rep, const char *urls)
 {
-    struct verify_finding f = {.kind = kind, .name = name, .detail = detail, .repair = rep};
+    struct verify_finding f = {.kind = kind, .name = name, .detail = detail, .repair = rep,
+                               .urls = urls};
 
     run->r->kinds[kind]++;
     if (run->o->on_finding)
@@ -444,6 +446,8 @@ static void bad(struct run *run, const struct item *it, enum verify_kind kind,
     char text[512], why[256] = "";
     enum verify_repair rep = VERIFY_NOT_REPAIRED;
 
+    char *urls = it->has_row ? index_object_urls(run->idx, it->hex) : NULL;
+
     run->r->blobs++;
     run->r->bad++;
     if (run->o->repair && kind != VERIFY_UNREADABLE)
@@ -453,7 +457,8 @@ static void bad(struct run *run, const struct item *it, enum verify_kind kind,
     if (rep == VERIFY_REPAIR_FAILED)
         run->r->repair_failed++;
     snprintf(text, sizeof text, "%s%s%s", detail, why[0] ? "; " : "", why);
-    finding(run, kind, it->hex, text, rep);
+    finding(run, kind, it->hex, text, rep, urls);
+    free(urls);
 }
 
 /* The blob file first, then the rows: a crash in between leaves a row

@@ -80,6 +80,8 @@ struct verify_finding {
     const char *detail;         /* e.g. "content hashes to 3fe1…", an errno
                                    text; "" when there is nothing to add */
     enum verify_repair repair;
+    const char *urls;           /* a bad digest's origin URLs from the index (read
+                                   before any repair), one per line; NULL none */
 };
 
 /* Where a run stands, passed to verify_options.on_progress after every

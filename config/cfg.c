@@ -1596,6 +1596,9 @@ enum cfg_result cfg_load(struct cfg *cfg, int argc, char **argv, char **envp,
     if (err && errlen)
         err[0] = '\0';
     enum cfg_result r = load_all(&ld, argc, argv, envp, out ? out : stdout);
+    for (size_t i = 0; r == CFG_OK && i < N_OPTIONS; i++)
+        if (options[i].offset == offsetof(struct cfg, cache_dir))
+            ld.cfg.cache_dir_given = ld.set_at[i] > LEVEL_DEFAULT;
     if (r == CFG_OK)
         *cfg = ld.cfg;
     else

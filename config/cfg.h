@@ -96,6 +96,7 @@ struct cfg {
     char *admin_token_file;     /* "" when unset */
     bool metrics_public;        /* GET /metrics needs no token */
     char *cache_dir;
+    bool cache_dir_given;       /* set by the file, the environment or a flag (not the default) */
     char *cache_size;           /* "80%" or "20G": see cfg_parse_budget */
     struct cfg_allow *allow;
     size_t n_allow;

@@ -1,10 +1,12 @@
 /* edge_listen — one MHD daemon in external epoll mode; see server/edge.h. */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netdb.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "server/edge.h"
 
@@ -38,6 +40,26 @@ static int resolve(const struct cfg_listen *where, struct sockaddr_storage *ss, 
     return 0;
 }
 
+/* Why the address cannot be bound, found by binding it once more. */
+static const char *bind_failure(const struct sockaddr_storage *ss)
+{
+    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1, err = 0;
+    if (fd < 0)
+        return strerror(errno);
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    socklen_t len = ss->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                              : sizeof(struct sockaddr_in);
+    if (bind(fd, (const struct sockaddr *)ss, len) != 0 || listen(fd, 1) != 0)
+        err = errno;
+    close(fd);
+    if (err == EADDRINUSE)
+        return "the address is already in use (another edgecache, or another server?)";
+    if (err == EADDRNOTAVAIL)
+        return "not an address of this host";
+    return err ? strerror(err) : "the HTTP server could not start";
+}
+
 struct MHD_Daemon *edge_listen(struct edge *e, const struct cfg_listen *where,
                                unsigned conn_limit, MHD_AccessHandlerCallback handler,
                                void *handler_cls, const struct MHD_OptionItem *extra,
@@ -61,8 +83,12 @@ struct MHD_Daemon *edge_listen(struct edge *e, const struct cfg_listen *where,
         MHD_OPTION_ARRAY, extra,
         MHD_OPTION_END);
     if (!d) {
-        snprintf(err, errlen, "cannot listen on %s:%u (address in use, or not an address of this host?)",
-                 where->host, where->port);
+        int admin = where == &e->cfg->admin_listen;
+        int v6 = strchr(where->host, ':') != NULL;
+        snprintf(err, errlen, "%s (config key: %s): cannot listen on %s%s%s:%u: %s",
+                 admin ? "the control plane" : "the data plane", admin ? "admin_listen" : "listen",
+                 v6 ? "[" : "", where->host[0] ? where->host : "*", v6 ? "]" : "", where->port,
+                 bind_failure(&ss));
         return NULL;
     }
     return d;

@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include <openssl/crypto.h>
@@ -154,8 +156,112 @@ enum MHD_Result admin_job_start(struct admin_req *req, struct admin_job *j)
     return MHD_YES;
 }
 
+/* 1 when the client has closed its side with nothing more to read. */
+static int peer_closed(struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    char byte;
+    return ci && recv(ci->connect_fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+}
+
+/* 1 when a client that closed its side cannot complete the body it
+ * announced: what was streamed and what waits in the socket fall short
+ * (without a Content-Length: nothing waits). */
+static int body_cut_short(struct admin_req *req)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    int pending = 0;
+    if (!ci || ioctl(ci->connect_fd, FIONREAD, &pending) != 0)
+        return 0;
+    if (req->announced == UINT64_MAX)
+        return pending == 0;
+    return req->streamed + (uint64_t)(pending > 0 ? pending : 0) < req->announced;
+}
+
+/* Watches a streamed request's socket for the client's end of stream,
+ * which MHD's edge-triggered reads do not always see while it waits for
+ * more of a body. Freed in its close callback. */
+struct admin_watch {
+    uv_poll_t poll;
+    struct admin_req *req;          /* NULL once the request is gone */
+};
+
+static void watch_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void watch_stop(struct admin_req *req)
+{
+    struct admin_watch *w = req->watch;
+    if (!w)
+        return;
+    req->watch = NULL;
+    w->req = NULL;
+    uv_close((uv_handle_t *)&w->poll, watch_closed);
+}
+
+/* The client closed its side: a body cut short releases its sink now (its
+ * temp files go) and the connection ends with its next read or its
+ * timeout; a body that may still be complete is left to MHD. */
+static void on_disconnect(uv_poll_t *h, int status, int events)
+{
+    struct admin_watch *w = h->data;
+    struct admin_req *req = w->req;
+    (void)status, (void)events;
+    if (!req)
+        return;
+    watch_stop(req);
+    if (req->sink_ctx && body_cut_short(req)) {
+        log_msg(&req->e->log, LOG_INFO, "admin", "the client went away after %llu bytes of "
+                "its upload", (unsigned long long)req->streamed);
+        req->sink->release(req->sink_ctx);
+        req->sink_ctx = NULL;
+        req->cut = 1;
+    }
+}
+
+static void watch_start(struct admin_req *req)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    struct admin_watch *w = ci ? calloc(1, sizeof *w) : NULL;
+    if (!w)
+        return;
+    w->req = req;
+    w->poll.data = w;
+    if (uv_poll_init_socket(req->e->loop, &w->poll, ci->connect_fd) != 0) {
+        free(w);
+        return;
+    }
+    req->watch = w;
+    if (uv_poll_start(&w->poll, UV_DISCONNECT, on_disconnect) != 0)
+        watch_stop(req);
+}
+
+static int stream_body(struct admin_req *req, const char *data, size_t n)
+{
+    if (!req->sink_ctx)
+        return req->cut ? -1 : 0;
+    if (req->sink->data(req, req->sink_ctx, data, n) != 0)
+        return -1;
+    req->streamed += n;
+    /* MHD's edge-triggered reads can miss an end of stream that came with
+     * the last bytes: a body cut short is noticed here instead */
+    if (req->streamed < req->announced && peer_closed(req->conn))
+        return -1;
+    /* MHD reads one buffer per connection and run; it says nothing of
+     * bytes still waiting in the socket, so it runs again at once */
+    mhduv_kick(&req->e->admin_uv);
+    return 0;
+}
+
 int admin_collect_body(struct admin_req *req, const char *data, size_t n)
 {
+    if (req->sink)
+        return stream_body(req, data, n);
     if (req->too_big || req->len + n > req->e->cfg->manifest_max_bytes) {
         req->too_big = 1;
         return 0;
@@ -170,6 +276,24 @@ int admin_collect_body(struct admin_req *req, const char *data, size_t n)
     return 0;
 }
 
+void admin_sink_set(struct admin_req *req, const struct admin_sink *sink, void *ctx)
+{
+    const char *cl = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND,
+                                                 MHD_HTTP_HEADER_CONTENT_LENGTH);
+    req->sink = sink;
+    req->sink_ctx = ctx;
+    req->streamed = 0;
+    req->announced = cl ? strtoull(cl, NULL, 10) : UINT64_MAX;
+    watch_start(req);
+}
+
+void *admin_sink_detach(struct admin_req *req)
+{
+    void *ctx = req->sink_ctx;
+    watch_stop(req);
+    req->sink_ctx = NULL;
+    return ctx;
+}
 
 struct admin_req *admin_req_new(struct edge *e, struct MHD_Connection *c)
 {
@@ -186,6 +310,9 @@ void admin_req_free(struct admin_req *req)
 {
     if (req->job)
         req->job->req = NULL;
+    watch_stop(req);
+    if (req->sink && req->sink_ctx)
+        req->sink->release(req->sink_ctx);
     free(req->body);
     free(req->answer);
     req->magic = 0;

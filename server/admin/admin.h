@@ -6,7 +6,10 @@
  *
  * Every control-plane request is a struct admin_req (created on the first
  * call of the access handler, freed when MHD reports it complete). Its body
- * is collected up to manifest_max_bytes (413 past it). A call that needs the index or
+ * is collected up to manifest_max_bytes (413 past it), or, for a call that
+ * takes a large body (an import), handed as it arrives to the sink its
+ * handler set on the first call (struct admin_sink), which owns whatever
+ * it keeps of it (temp files) until its release. A call that needs the index or
  * the disk hands a struct admin_job to the libuv thread pool and suspends
  * the connection; the job's finish step (loop thread) sets the answer and
  * resumes it. A job outlives its request if the client goes away: the
@@ -25,6 +28,16 @@
 #include "server/edge.h"
 
 struct admin_job;
+struct admin_req;
+struct admin_watch;
+
+/* A streamed body's consumer: data() gets every chunk in order (0, or -1
+ * to drop the connection); release() runs once when the request ends,
+ * complete or cut off, and frees ctx and all it holds. */
+struct admin_sink {
+    int (*data)(struct admin_req *req, void *ctx, const char *data, size_t n);
+    void (*release)(void *ctx);
+};
 
 struct admin_req {
     unsigned magic;
@@ -38,6 +51,12 @@ struct admin_req {
     char *answer;               /* owned */
     const char *ctype;
     int warning;                /* the rewritten URLs name a loopback host (api_rewrite.c) */
+    const struct admin_sink *sink;  /* a streamed body's consumer, or NULL: collected */
+    void *sink_ctx;             /* owned through sink->release */
+    uint64_t streamed;          /* body bytes handed to the sink */
+    uint64_t announced;         /* its Content-Length, UINT64_MAX none */
+    struct admin_watch *watch;  /* the socket watched for a client gone mid-body */
+    int cut;                    /* the client went away: the sink was released */
 };
 
 struct admin_job {
@@ -73,8 +92,17 @@ enum MHD_Result admin_reply(struct MHD_Connection *c, unsigned status, const cha
 /* The request's lifecycle, for the MHD callbacks (server/admin/serve.c). */
 struct admin_req *admin_req_new(struct edge *e, struct MHD_Connection *c);
 void admin_req_free(struct admin_req *req);
-/* Collects body bytes up to manifest_max_bytes (then too_big). 0 or -1. */
+/* Collects body bytes up to manifest_max_bytes (then too_big), or hands
+ * them to the request's sink when it has one. 0 or -1. */
 int admin_collect_body(struct admin_req *req, const char *data, size_t n);
+/* Streams the rest of req's body to sink (ctx owned from now on: released
+ * with the request, or by admin_sink_detach). A client that goes away
+ * before the Content-Length it announced is complete ends the request at
+ * once (the sink is released), even where MHD would not see the end of
+ * the stream before the connection times out. */
+void admin_sink_set(struct admin_req *req, const struct admin_sink *sink, void *ctx);
+/* Takes the sink's ctx back from req (a job now owns it); returns it. */
+void *admin_sink_detach(struct admin_req *req);
 /* Sends the answer a finished job set (req->answer). */
 enum MHD_Result admin_send_answer(struct admin_req *req);
 /* 1 when the request carries the control plane's token (or none is set). */

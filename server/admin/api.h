@@ -8,6 +8,7 @@
  *   POST /api/v1/rewrite[?prefetch=1]         api_rewrite.c
  *   POST /api/v1/prefetch, DELETE /api/v1/deployments/{id}   api_prefetch.c
  *   GET  /api/v1/objects, DELETE /api/v1/objects/{sha256}    api_objects.c
+ *   POST /api/v1/import (multipart, streamed) api_import.c
  *   (manifests handed to the parent)          forward.c
  *
  * Thread: loop thread.
@@ -38,6 +39,13 @@ enum MHD_Result api_manifest(struct admin_req *req, int prefetch, int answer_doc
 /* The object list and purge (server/admin/api_objects.c). */
 enum MHD_Result api_objects_list(struct admin_req *req);
 enum MHD_Result api_objects_delete(struct admin_req *req, const char *sha256);
+
+/* Sideloading (server/admin/api_import.c): api_import_begin() runs when
+ * the request's header is in (it answers 400 or 413 itself, or makes the
+ * body stream into the store's temp files), api_import() once the body is
+ * complete. */
+enum MHD_Result api_import_begin(struct admin_req *req);
+enum MHD_Result api_import(struct admin_req *req);
 
 /* Deployments (server/admin/api_prefetch.c). */
 enum MHD_Result api_prefetch(struct admin_req *req);

@@ -1,9 +1,12 @@
 /*
  * serve — the control plane's listener (DESIGN.md §7, default
  * 127.0.0.1:8081) and its route table: each call is one row (method,
- * path or path prefix, whether it needs the token, its handler in
- * server/admin/api.h). When admin_token is set, every call but /healthz
- * and the dashboard page needs "Authorization: Bearer <token>".
+ * path or path prefix, whether it needs the token, whether it takes a
+ * collected body, its handler in server/admin/api.h, and for a call whose
+ * body streams to it, the handler that starts it once the header is in).
+ * When admin_token is set, every call but /healthz and the dashboard page
+ * needs "Authorization: Bearer <token>"; a streamed call's token is checked
+ * before any of its body is read.
  *
  * Thread: loop thread only.
  */
@@ -23,6 +26,9 @@ struct route {
     int open;                       /* no token needed */
     int body;                       /* takes a body (bounded by manifest_max_bytes) */
     enum MHD_Result (*handler)(struct admin_req *req, const char *rest);
+    /* a call whose body streams to it instead (no bound here): run once
+     * the header is in, after the token is checked */
+    enum MHD_Result (*begin)(struct admin_req *req);
 };
 
 static enum MHD_Result do_healthz(struct admin_req *r, const char *x) { (void)x; return api_healthz(r); }
@@ -34,6 +40,7 @@ static enum MHD_Result do_object_delete(struct admin_req *r, const char *sha) { 
 static enum MHD_Result do_deployment_delete(struct admin_req *r, const char *id) { return api_deployment_delete(r, id); }
 static enum MHD_Result do_expectations(struct admin_req *r, const char *x) { (void)x; return api_expectations(r); }
 static enum MHD_Result do_prefetch(struct admin_req *r, const char *x) { (void)x; return api_prefetch(r); }
+static enum MHD_Result do_import(struct admin_req *r, const char *x) { (void)x; return api_import(r); }
 
 static enum MHD_Result do_rewrite(struct admin_req *r, const char *x)
 {
@@ -43,16 +50,17 @@ static enum MHD_Result do_rewrite(struct admin_req *r, const char *x)
 }
 
 static const struct route routes[] = {
-    {M_GET, "/healthz", 0, 1, 0, do_healthz},
-    {M_GET, "/", 0, 1, 0, do_dashboard},
-    {M_GET, "/status", 0, 0, 0, do_status},
-    {M_GET, "/metrics", 0, 0, 0, do_metrics},
-    {M_GET, "/api/v1/objects", 0, 0, 0, do_objects},
-    {M_DELETE, "/api/v1/objects/", 1, 0, 0, do_object_delete},
-    {M_DELETE, "/api/v1/deployments/", 1, 0, 0, do_deployment_delete},
-    {M_POST, "/api/v1/expectations", 0, 0, 1, do_expectations},
-    {M_POST, "/api/v1/rewrite", 0, 0, 1, do_rewrite},
-    {M_POST, "/api/v1/prefetch", 0, 0, 1, do_prefetch},
+    {M_GET, "/healthz", 0, 1, 0, do_healthz, NULL},
+    {M_GET, "/", 0, 1, 0, do_dashboard, NULL},
+    {M_GET, "/status", 0, 0, 0, do_status, NULL},
+    {M_GET, "/metrics", 0, 0, 0, do_metrics, NULL},
+    {M_GET, "/api/v1/objects", 0, 0, 0, do_objects, NULL},
+    {M_DELETE, "/api/v1/objects/", 1, 0, 0, do_object_delete, NULL},
+    {M_DELETE, "/api/v1/deployments/", 1, 0, 0, do_deployment_delete, NULL},
+    {M_POST, "/api/v1/expectations", 0, 0, 1, do_expectations, NULL},
+    {M_POST, "/api/v1/rewrite", 0, 0, 1, do_rewrite, NULL},
+    {M_POST, "/api/v1/prefetch", 0, 0, 1, do_prefetch, NULL},
+    {M_POST, "/api/v1/import", 0, 0, 0, do_import, api_import_begin},
 };
 
 static const char *const method_names[] = {"GET", "POST", "DELETE"};
@@ -82,6 +90,43 @@ static enum MHD_Result not_found(struct MHD_Connection *c)
     return admin_reply_text(c, MHD_HTTP_NOT_FOUND, text);
 }
 
+/* The row for a request, or NULL (route_call answers 404 or 405). */
+static const struct route *route_of(const char *url, const char *method)
+{
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
+        if (path_is(&routes[i], url) && method_is(method, routes[i].method))
+            return &routes[i];
+    return NULL;
+}
+
+static enum MHD_Result body_too_big(struct MHD_Connection *c, const struct edge *e)
+{
+    char text[160];
+    snprintf(text, sizeof text, "the body is larger than %llu bytes (config key: "
+             "manifest_max_bytes)\n", (unsigned long long)e->cfg->manifest_max_bytes);
+    return admin_reply_text(c, MHD_HTTP_CONTENT_TOO_LARGE, text);
+}
+
+/* The first call, once the header is in: a streamed call starts now (its
+ * token checked before any byte of the body is read); for the others a
+ * body announced larger than allowed is refused before it is read. */
+static enum MHD_Result route_begin(struct admin_req *req, const char *url, const char *method)
+{
+    struct edge *e = req->e;
+    const struct route *rt = route_of(url, method);
+    if (rt && rt->begin) {
+        if (!rt->open && !admin_authorised(e, req->conn))
+            return admin_reply_text(req->conn, MHD_HTTP_UNAUTHORIZED,
+                                    "this call needs Authorization: Bearer <admin_token>\n");
+        return rt->begin(req);
+    }
+    const char *cl = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND,
+                                                 MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl && strtoull(cl, NULL, 10) > e->cfg->manifest_max_bytes)
+        return body_too_big(req->conn, e);
+    return MHD_YES;
+}
+
 static enum MHD_Result route_call(struct admin_req *req, const char *url, const char *method)
 {
     struct edge *e = req->e;
@@ -98,12 +143,8 @@ static enum MHD_Result route_call(struct admin_req *req, const char *url, const 
         if (!open && !admin_authorised(e, c))
             return admin_reply_text(c, MHD_HTTP_UNAUTHORIZED,
                                     "this call needs Authorization: Bearer <admin_token>\n");
-        if (rt->body && req->too_big) {
-            char text[160];
-            snprintf(text, sizeof text, "the body is larger than %llu bytes (config key: "
-                     "manifest_max_bytes)\n", (unsigned long long)e->cfg->manifest_max_bytes);
-            return admin_reply_text(c, MHD_HTTP_CONTENT_TOO_LARGE, text);
-        }
+        if (rt->body && req->too_big)
+            return body_too_big(c, e);
         return rt->handler(req, rt->prefix ? url + strlen(rt->path) : url);
     }
     if (path_match) {
@@ -124,17 +165,7 @@ static enum MHD_Result on_admin(void *cls, struct MHD_Connection *c, const char 
         if (!(req = admin_req_new(cls, c)))
             return MHD_NO;
         *req_cls = req;
-        /* a body announced larger than allowed is refused before it is read */
-        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
-                                                     MHD_HTTP_HEADER_CONTENT_LENGTH);
-        struct edge *e = cls;
-        if (cl && strtoull(cl, NULL, 10) > e->cfg->manifest_max_bytes) {
-            char text[160];
-            snprintf(text, sizeof text, "the body is larger than %llu bytes (config key: "
-                     "manifest_max_bytes)\n", (unsigned long long)e->cfg->manifest_max_bytes);
-            return admin_reply_text(c, MHD_HTTP_CONTENT_TOO_LARGE, text);
-        }
-        return MHD_YES;
+        return route_begin(req, url, method);
     }
     if (*upload_size) {
         int rc = admin_collect_body(req, upload, *upload_size);

@@ -1,7 +1,8 @@
 /*
  * cmd — edgecache's offline commands, run instead of the daemon:
  *   edgecache verify [--repair] [options]   rehash the store (cmd_verify.c)
- *   edgecache import [options] MANIFEST FILE...  sideload files (cmd_import.c)
+ *   edgecache import [--admin-url URL] [options] MANIFEST FILE...
+ *                                           sideload files (cmd_import.c)
  *   edgecache rewrite --cache-url URL [options] FILE|-
  *                                           a manifest for children (cmd_rewrite.c)
  *   edgecache health [options]              ask the running daemon's /healthz

@@ -2,11 +2,13 @@
  * edgecache verify [--repair] [-q|--quiet] [OPTION]...
  *
  * Rehashes every blob of the store against its name and its index rows
- * (cache/verify.h), prints one line per finding and a summary on stdout,
- * and a progress bar on stderr when stderr is a terminal. Its own flags are
- * taken out of argv; everything else goes to cfg_load() exactly as for the
- * daemon (config file, EDGECACHE_* environment, --cache-dir), so the same
- * configuration verifies the store the daemon uses.
+ * (cache/verify.h), prints one line per finding (a bad blob's line is
+ * followed by one "    url: URL" line for each URL the index maps to it)
+ * and a summary on stdout, and a progress bar on stderr when stderr is a
+ * terminal. Its own flags are taken out of argv; everything else goes to
+ * cfg_load() exactly as for the daemon (config file, EDGECACHE_*
+ * environment, --cache-dir), so the same configuration verifies the store
+ * the daemon uses.
  *
  * The store is opened without start-up recovery and nothing listens.
  * Checking is safe while the daemon runs; --repair is meant for a stopped
@@ -221,6 +223,11 @@ static void on_finding(void *ctx, const struct verify_finding *f)
     bar_clear(&c->bar);
     verify_finding_line(f, line, sizeof line);
     printf("%s\n", line);
+    for (const char *p = f->urls; p && *p;) {     /* what devices asked for it by */
+        int n = (int)strcspn(p, "\n");
+        printf("    url: %.*s\n", n, p);
+        p += n + (p[n] == '\n');
+    }
     fflush(stdout);
 }
 

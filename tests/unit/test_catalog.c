@@ -857,6 +857,27 @@ static void many_keys_and_blobs(void **state)
     }
 }
 
+/* A sideload (POST /api/v1/import) committed after a removal of the same
+ * blob keeps it listed; a removal after the commit takes it away. */
+static void a_sideload_committed_after_a_removal_stays(void **state)
+{
+    struct fixture *f = *state;
+
+    catalog_blob_added_at(f->cat, SHA_C, 4, 5);
+    catalog_blob_removed_at(f->cat, SHA_C, 3);  /* came before the commit: ignored */
+    assert_int_equal(catalog_blob(f->cat, SHA_C, NULL), 1);
+    assert_int_equal(f->stats.objects, 1);
+    assert_int_equal(f->stats.stored_bytes, 4);
+    catalog_blob_added_at(f->cat, SHA_C, 4, 7);  /* imported again: counted once */
+    assert_int_equal(f->stats.objects, 1);
+    catalog_blob_removed_at(f->cat, SHA_C, 6);
+    assert_int_equal(catalog_blob(f->cat, SHA_C, NULL), 1);
+    catalog_blob_removed_at(f->cat, SHA_C, 8);
+    assert_int_equal(catalog_blob(f->cat, SHA_C, NULL), 0);
+    assert_int_equal(f->stats.objects, 0);
+    assert_int_equal(f->stats.stored_bytes, 0);
+}
+
 /* ---- the write-behind ------------------------------------------------------- */
 
 /* Changes reach the index in the order they were made. */
@@ -1051,6 +1072,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(expectations_are_kept_per_key, setup, teardown),
         cmocka_unit_test_setup_teardown(blobs_follow_the_counters, setup, teardown),
         cmocka_unit_test_setup_teardown(many_keys_and_blobs, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_sideload_committed_after_a_removal_stays, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(write_behind_keeps_the_order, setup, teardown),
         cmocka_unit_test_setup_teardown(close_keeps_referenced_snapshots, setup, teardown),
         cmocka_unit_test_setup_teardown(close_writes_what_is_still_pending, setup, teardown),

@@ -726,6 +726,31 @@ static void drop_object_removes_its_responses(void **state)
     assert_int_equal(index_drop_object(f->idx, SHA_A), 0);
 }
 
+/* An object's URLs (what `edgecache verify` names a bad blob by): each
+ * once, sorted, whatever its variants; none for an unknown or sideloaded
+ * blob. */
+static void object_urls_lists_each_url_once(void **state)
+{
+    struct fixture *f = *state;
+    struct index_response c1 = full_response("http://h/one", SHA_A, 5);
+    struct index_response c2 = full_response("http://h/two", SHA_A, 5);
+    struct index_response c3 = full_response("http://h/two", SHA_A, 5);
+
+    c1.origin_url = "http://h/one";
+    c2.origin_url = c3.origin_url = "http://a/two";
+    c3.variant = "accept-encoding=gzip\n";
+    commit_ok(f->idx, &c1, NULL);
+    commit_ok(f->idx, &c2, NULL);
+    commit_ok(f->idx, &c3, NULL);
+    char *urls = index_object_urls(f->idx, SHA_A);
+    assert_non_null(urls);
+    assert_string_equal(urls, "http://a/two\nhttp://h/one");
+    free(urls);
+    assert_null(index_object_urls(f->idx, SHA_B));
+    assert_int_equal(index_import_object(f->idx, SHA_B, 7, 1), 0);
+    assert_null(index_object_urls(f->idx, SHA_B));
+}
+
 /* A responses row whose objects row is gone (a database edited by hand)
  * reads as not stored, and is not listed. */
 static void response_without_object_is_not_found(void **state)
@@ -1141,6 +1166,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(open_creates_schema, setup, teardown),
+        cmocka_unit_test_setup_teardown(object_urls_lists_each_url_once, setup, teardown),
         cmocka_unit_test_setup_teardown(version_1_is_migrated, setup, teardown),
         cmocka_unit_test_setup_teardown(version_2_is_migrated, setup, teardown),
         cmocka_unit_test_setup_teardown(open_uses_wal, setup, teardown),
