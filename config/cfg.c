@@ -333,6 +333,14 @@ static const struct cfg_option options[] = {
       .min = 1024, .max = 64ull << 20, .unit = "bytes",
       .help = "largest body the control plane accepts (manifests, expectation lists)",
       .offset = offsetof(struct cfg, manifest_max_bytes) },
+    { .name = "workers", .type = T_UINT, .def = "0",
+      .min = 0, .max = 256, .unit = "event loops",
+      .help = "event loops serving the data plane, each on its own thread with its own "
+              "listener on the data plane's port (SO_REUSEPORT); fills, upstream transfers "
+              "and the control plane stay on the main loop, and every worker shares one "
+              "store, catalog and fill table (one upstream transfer per key); 0: one per CPU "
+              "this process may run on",
+      .offset = offsetof(struct cfg, workers) },
     { .name = "max_connections", .type = T_UINT, .def = "1024",
       .min = 1, .max = 100000, .unit = "connections",
       .help = "data-plane connections at once; past it a new connection is answered 503 "

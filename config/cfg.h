@@ -121,6 +121,7 @@ struct cfg {
     bool require_verified;      /* refuse content with no expected digest */
     uint64_t prefetch_concurrency; /* prefetched files fetched at once */
     uint64_t manifest_max_bytes;   /* largest control-plane body */
+    uint64_t workers;           /* data-plane event loops; 0: one per CPU */
     uint64_t max_connections;   /* data-plane connections at once */
     uint64_t client_timeout_ms; /* a client silent (or not reading) this long is dropped */
     uint64_t header_timeout_ms; /* a request's header block must arrive within this */

@@ -15,8 +15,11 @@ static void mhd_logger(void *cls, const char *fmt, va_list ap)
     struct edge *e = cls;
     char line[512];
     vsnprintf(line, sizeof line, fmt, ap);
-    if (strstr(line, "Too many open files"))
+    if (strstr(line, "Too many open files")) {
+        edge_lock(e);                   /* a worker's thread may log */
         e->stats.resource_errors++;     /* accept() failed: EMFILE or ENFILE */
+        edge_unlock(e);
+    }
     size_t n = strlen(line);
     while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
         line[--n] = '\0';
@@ -40,19 +43,30 @@ static int resolve(const struct cfg_listen *where, struct sockaddr_storage *ss, 
     return 0;
 }
 
-/* Why the address cannot be bound, found by binding it once more. */
-static const char *bind_failure(const struct sockaddr_storage *ss)
+/* Binds and listens on the address once, without SO_REUSEPORT, and lets
+ * go: 0, or the errno. The daemons bind with SO_REUSEPORT (so that the
+ * workers share the data plane's port), which another process holding the
+ * port with it too would not stop: this bind would. */
+static int bind_probe(const struct sockaddr_storage *ss)
 {
     int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     int one = 1, err = 0;
     if (fd < 0)
-        return strerror(errno);
+        return errno;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     socklen_t len = ss->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
                                               : sizeof(struct sockaddr_in);
     if (bind(fd, (const struct sockaddr *)ss, len) != 0 || listen(fd, 1) != 0)
         err = errno;
     close(fd);
+    return err;
+}
+
+/* Why the address cannot be bound (err: bind_probe's; 0: found again). */
+static const char *bind_failure(const struct sockaddr_storage *ss, int err)
+{
+    if (err == 0)
+        err = bind_probe(ss);
     if (err == EADDRINUSE)
         return "the address is already in use (another edgecache, or another server?)";
     if (err == EADDRNOTAVAIL)
@@ -71,7 +85,11 @@ struct MHD_Daemon *edge_listen(struct edge *e, const struct cfg_listen *where,
     unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (ss.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
-    struct MHD_Daemon *d = MHD_start_daemon(
+    /* the first daemon on an address checks that nothing else holds it;
+     * the data plane's other workers then join it */
+    int sibling = where == &e->cfg->listen && e->data_listening;
+    int probe = sibling ? 0 : bind_probe(&ss);
+    struct MHD_Daemon *d = probe ? NULL : MHD_start_daemon(
         flags, (uint16_t)where->port, NULL, NULL, handler, handler_cls,
         MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, e,  /* MHD wants it first */
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
@@ -88,8 +106,10 @@ struct MHD_Daemon *edge_listen(struct edge *e, const struct cfg_listen *where,
         snprintf(err, errlen, "%s (config key: %s): cannot listen on %s%s%s:%u: %s",
                  admin ? "the control plane" : "the data plane", admin ? "admin_listen" : "listen",
                  v6 ? "[" : "", where->host[0] ? where->host : "*", v6 ? "]" : "", where->port,
-                 bind_failure(&ss));
+                 bind_failure(&ss, probe));
         return NULL;
     }
+    if (where == &e->cfg->listen)
+        e->data_listening = 1;
     return d;
 }

@@ -9,6 +9,8 @@
 #include <curl/curl.h>
 #include <unistd.h>
 #include <errno.h>
+#include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -250,6 +252,69 @@ static void reconcile_start(struct edge *e)
         e->reconcile.state = RECONCILE_FAILED;
 }
 
+/* workers = N (0: as many as this process may use CPUs). With more than
+ * one, the edge's lock is set up and held by this thread from here on
+ * (server/edge.h), released only while the main loop waits. */
+static void on_main_wake(uv_async_t *a)
+{
+    (void)a;                        /* the loop turn it causes is the point */
+}
+
+static int open_workers(struct edge *e, char *err, size_t errlen)
+{
+    unsigned n = (unsigned)e->cfg->workers;
+    if (n == 0)
+        n = uv_available_parallelism();
+    if (n == 0)
+        n = 1;
+    e->workers = calloc(n, sizeof *e->workers);
+    if (!e->workers) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    e->n_workers = n;
+    worker_set_current(&e->workers[0]);     /* worker 0 is this thread's loop */
+    if (n == 1)
+        return 0;
+    pthread_mutexattr_t attr;
+    pthread_mutexattr_init(&attr);
+    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
+    pthread_mutex_init(&e->lock, &attr);
+    pthread_mutexattr_destroy(&attr);
+    if (uv_async_init(e->loop, &e->main_wake, on_main_wake) != 0) {
+        pthread_mutex_destroy(&e->lock);
+        snprintf(err, errlen, "cannot set up the main loop's wake-up");
+        return -1;
+    }
+    uv_unref((uv_handle_t *)&e->main_wake);
+    e->threaded = 1;
+    pthread_mutex_lock(&e->lock);
+    return 0;
+}
+
+/* Runs the main loop. With worker threads, one turn at a time with the
+ * lock held, and the wait for events without it; a worker that changed a
+ * main-loop handle wakes it (main_wake), and it looks again at least every
+ * MAIN_WAIT_MAX_MS whatever happens. */
+#define MAIN_WAIT_MAX_MS 50
+
+static void run_main_loop(struct edge *e)
+{
+    if (!e->threaded) {
+        uv_run(e->loop, UV_RUN_DEFAULT);
+        return;
+    }
+    while (uv_run(e->loop, UV_RUN_NOWAIT)) {
+        int timeout = uv_backend_timeout(e->loop);
+        if (timeout < 0 || timeout > MAIN_WAIT_MAX_MS)
+            timeout = MAIN_WAIT_MAX_MS;
+        struct pollfd p = {.fd = uv_backend_fd(e->loop), .events = POLLIN};
+        pthread_mutex_unlock(&e->lock);
+        poll(&p, 1, timeout);
+        pthread_mutex_lock(&e->lock);
+    }
+}
+
 /* Where an operator on this machine opens the dashboard: the control
  * plane's address (a wildcard one reached on loopback). */
 static void log_dashboard(struct edge *e)
@@ -298,7 +363,8 @@ static int edge_start(struct edge *e, char *err, size_t errlen)
         snprintf(err, errlen, "cannot restore the deployments kept in the index");
         return -1;
     }
-    if (http_start(e, err, errlen) != 0 || admin_start(e, err, errlen) != 0)
+    if (open_workers(e, err, errlen) != 0 || http_start(e, err, errlen) != 0
+        || admin_start(e, err, errlen) != 0)
         return -1;
     uv_timer_init(e->loop, &e->housekeeping);
     e->housekeeping.data = e;
@@ -319,7 +385,7 @@ static int edge_start(struct edge *e, char *err, size_t errlen)
             (unsigned long long)e->stats.stored_bytes);
     log_dashboard(e);
     reconcile_start(e);
-    return 0;
+    return http_run(e, err, errlen);
 }
 
 /* After the loop: what a failed start left open is stopped, the loop runs
@@ -329,11 +395,14 @@ static int edge_start(struct edge *e, char *err, size_t errlen)
 static void edge_teardown(struct edge *e)
 {
     prefetch_close(&e->prefetch);
-    if (e->data_daemon || e->admin_daemon || e->upstream) {
+    if (e->workers || e->admin_daemon || e->upstream) {
         http_stop(e);
         admin_stop(e);
         upstream_close(&e->upstream);
     }
+    http_join(e);                   /* no worker thread runs past this */
+    if (e->threaded && !uv_is_closing((uv_handle_t *)&e->main_wake))
+        uv_close((uv_handle_t *)&e->main_wake, NULL);
     fills_close(&e->fills);
     uv_run(e->loop, UV_RUN_DEFAULT);
     evict_close(&e->evictor);
@@ -341,6 +410,8 @@ static void edge_teardown(struct edge *e)
     catalog_close(&e->catalog);     /* writes what it still holds back */
     index_close(&e->index);
     store_close(&e->store);
+    free(e->workers);
+    e->workers = NULL;
 }
 
 int main(int argc, char **argv)
@@ -377,9 +448,13 @@ int main(int argc, char **argv)
         log_msg(&e.log, LOG_ERROR, "main", "%s", err);
         rc = 1;
     } else {
-        uv_run(e.loop, UV_RUN_DEFAULT);
+        run_main_loop(&e);
     }
     edge_teardown(&e);
+    if (e.threaded) {
+        pthread_mutex_unlock(&e.lock);
+        pthread_mutex_destroy(&e.lock);
+    }
     uv_loop_close(e.loop);
     curl_global_cleanup();
     cfg_free(&cfg);

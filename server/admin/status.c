@@ -180,6 +180,17 @@ enum MHD_Result api_status(struct admin_req *req)
         e->reconcile.state == RECONCILE_RUNNING ? uv_now(e->loop) - e->reconcile.started_ms
                                                 : e->reconcile.took_ms)));
     json_object_set_new(root, "store_reconcile", rec);
+    /* the data plane's event loops (config key: workers); counters above
+     * are the whole process's */
+    json_t *workers = json_array();
+    for (unsigned i = 0; i < e->n_workers; i++) {
+        json_t *w = json_object();
+        json_object_set_new(w, "requests", json_integer((json_int_t)e->workers[i].requests));
+        json_object_set_new(w, "connections",
+                            json_integer((json_int_t)e->workers[i].connections));
+        json_array_append_new(workers, w);
+    }
+    json_object_set_new(root, "workers", workers);
     json_object_set_new(root, "budget_bytes",
                         e->evictor ? json_integer((json_int_t)evict_budget(e->evictor)) : json_null());
     uint64_t hits = e->stats.req_hit;

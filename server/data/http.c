@@ -72,6 +72,7 @@ struct http_conn {
 struct http_req {
     unsigned magic;
     struct edge *e;
+    struct worker *w;               /* the worker whose connection it came on */
     struct MHD_Connection *conn;
     char *target;                   /* raw request-target */
     struct route_target rt;
@@ -97,6 +98,7 @@ struct http_req {
 struct http_stream {
     unsigned magic;
     struct edge *e;
+    struct worker *w;
     struct MHD_Connection *conn;
     struct fill *fill;              /* a reference */
     struct fill_waiter waiter;
@@ -440,18 +442,17 @@ static const char *stored_status(const struct lookup_answer *a)
 static void req_wake(struct fill_waiter *w)
 {
     struct http_req *r = (struct http_req *)((char *)w - offsetof(struct http_req, waiter));
-    mhduv_resume(&r->e->data_uv, r->conn);
+    worker_resume(r->w, r->conn);
 }
 
 static void stream_wake(struct fill_waiter *w)
 {
     struct http_stream *s = (struct http_stream *)((char *)w - offsetof(struct http_stream, waiter));
-    mhduv_resume(&s->e->data_uv, s->conn);
+    worker_resume(s->w, s->conn);
 }
 
-static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+static ssize_t stream_read_locked(struct http_stream *s, uint64_t pos, char *buf, size_t max)
 {
-    struct http_stream *s = cls;
     struct fill_info fi;
     fill_info(s->fill, &fi);
     if (fi.state == FILL_FAILED)
@@ -481,17 +482,33 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
                                     : MHD_CONTENT_READER_END_WITH_ERROR;
     if (s->e->stopping)             /* nothing wakes a reader any more */
         return MHD_CONTENT_READER_END_WITH_ERROR;
-    mhduv_suspend(&s->e->data_uv, s->conn);
+    worker_suspend(s->w, s->conn);
     fill_wait(s->fill, &s->waiter);
     return 0;
+}
+
+/* MHD's callbacks take the edge's lock (server/edge.h); the fill's state
+ * is main-loop state, so touching it may wake the main loop. */
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    struct http_stream *s = cls;
+    edge_lock(s->e);
+    worker_wake_main();
+    ssize_t n = stream_read_locked(s, pos, buf, max);
+    edge_unlock(s->e);
+    return n;
 }
 
 static void stream_free(void *cls)
 {
     struct http_stream *s = cls;
+    struct edge *e = s->e;
+    edge_lock(e);
+    worker_wake_main();
     fill_unref(&s->fill, &s->waiter);
     s->magic = 0;
     free(s);
+    edge_unlock(e);
 }
 
 /* Suspends the request until its fill moves on; once the daemon is
@@ -500,7 +517,7 @@ static enum MHD_Result wait_for_fill(struct http_req *r)
 {
     if (r->e->stopping)
         return respond_text(r, MHD_HTTP_SERVICE_UNAVAILABLE, "edgecache is shutting down");
-    mhduv_suspend(&r->e->data_uv, r->conn);
+    worker_suspend(r->w, r->conn);
     fill_wait(r->a.fill, &r->waiter);
     return MHD_YES;
 }
@@ -555,6 +572,7 @@ static enum MHD_Result answer_streaming(struct http_req *r, const struct fill_in
         return respond_text(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
     s->magic = STREAM_MAGIC;
     s->e = e;
+    s->w = r->w;
     s->conn = r->conn;
     s->waiter.wake = stream_wake;
     s->first = rr == HTTP_RANGE_OK ? range.first : 0;
@@ -578,6 +596,7 @@ static enum MHD_Result answer_streaming(struct http_req *r, const struct fill_in
 /* A request whose fill moved on (or that just joined one). */
 static enum MHD_Result answer_from_fill(struct http_req *r)
 {
+    worker_wake_main();
     struct lookup_env env = lookup_env_of(r->e);
     struct lookup_request lq = lookup_req_of(r);
     struct fill_info fi;
@@ -607,6 +626,8 @@ static enum MHD_Result answer_from_fill(struct http_req *r)
 /* Renders the request's lookup answer. */
 static enum MHD_Result answer(struct http_req *r)
 {
+    if (r->a.verdict != LOOKUP_STORED)
+        worker_wake_main();         /* a fill started or joined, on the main loop */
     switch (r->a.verdict) {
     case LOOKUP_STORED:
         return answer_stored(r, stored_status(&r->a));
@@ -681,19 +702,14 @@ static unsigned decide(struct http_req *r, const char *method, char *reason, siz
                  "and as a forward proxy)", method);
         return MHD_HTTP_METHOD_NOT_ALLOWED;
     }
-    r->relay = relay_start(r->e, r->conn, method, &r->rt, reason, len);
+    r->relay = relay_start(r->e, r->w, r->conn, method, &r->rt, reason, len);
     return r->relay ? 0 : MHD_HTTP_BAD_GATEWAY;
 }
 
-static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload, size_t *upload_size, void **req_cls)
+static enum MHD_Result request_locked(struct http_req *r, const char *method,
+                                     const char *upload, size_t *upload_size)
 {
-    struct http_req *r = *req_cls;
     char reason[512];
-    (void)cls, (void)url, (void)version, (void)conn;
-    if (!r || r->magic != REQ_MAGIC)
-        return MHD_NO;
     if (r->answering && r->a.fill)     /* resumed: the fill moved on */
         return answer_from_fill(r);
     if (r->relay)
@@ -705,7 +721,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->headers_seen = 1;
         if (r->hc) {
             r->hc->phase = CONN_ACTIVE;
-            r->hc->since = uv_now(r->e->loop);
+            r->hc->since = uv_now(r->w->loop);
         }
         return MHD_YES;
     }
@@ -732,13 +748,32 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     return serve(r);
 }
 
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload, size_t *upload_size, void **req_cls)
+{
+    struct worker *w = cls;
+    struct http_req *r = *req_cls;
+    (void)url, (void)version, (void)conn;
+    if (!r || r->magic != REQ_MAGIC)
+        return MHD_NO;
+    edge_lock(w->e);
+    enum MHD_Result ret = request_locked(r, method, upload, upload_size);
+    edge_unlock(w->e);
+    return ret;
+}
+
 static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 {
+    struct worker *w = cls;
     struct http_req *r = calloc(1, sizeof *r);
     if (!r)
         return NULL;
+    edge_lock(w->e);
     r->magic = REQ_MAGIC;
-    r->e = cls;
+    r->e = w->e;
+    r->w = w;
+    w->requests++;
     r->conn = conn;
     r->target = strdup(uri);
     r->waiter.wake = req_wake;
@@ -748,30 +783,35 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     r->hc = ci ? ci->socket_context : NULL;
     if (r->hc) {
         r->hc->phase = CONN_HEADERS;
-        r->hc->since = uv_now(r->e->loop);
+        r->hc->since = uv_now(w->loop);
     }
     r->a.fd = r->a.backup_fd = -1;
     r->e->active_requests++;
     r->t0 = uv_hrtime();
     r->cls = STATS_ERROR;
+    edge_unlock(w->e);
     return r;
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
                          enum MHD_RequestTerminationCode toe)
 {
+    struct worker *w = cls;
     struct http_req *r = *req_cls;
-    (void)cls, (void)conn;
+    (void)conn;
     if (!r)
         return;
     *req_cls = NULL;
+    edge_lock(w->e);
+    if (r->a.fill || r->relay)
+        worker_wake_main();
     if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK && r->cache_bytes_counter)
         *r->cache_bytes_counter += r->cache_bytes;
     if (r->a.fill)
         fill_unwait(r->a.fill, &r->waiter);
     if (r->hc) {
         r->hc->phase = CONN_IDLE;
-        r->hc->since = uv_now(r->e->loop);
+        r->hc->since = uv_now(w->loop);
     }
     lookup_answer_free(&r->a);
     relay_release(&r->relay);
@@ -784,47 +824,56 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     free(r);
     e->active_requests--;
     edge_request_done(e);
+    edge_unlock(e);
 }
 
 static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_ctx,
                           enum MHD_ConnectionNotificationCode code)
 {
-    struct edge *e = cls;
+    struct worker *w = cls;
+    struct edge *e = w->e;
     struct http_conn *hc = *socket_ctx;
+    edge_lock(e);
     if (code == MHD_CONNECTION_NOTIFY_STARTED) {
         e->stats.connections++;
+        w->connections++;
         hc = calloc(1, sizeof *hc);
-        if (!hc)
-            return;                 /* not watched; MHD's own timeout still holds */
-        hc->conn = conn;
-        hc->since = uv_now(e->loop);
-        hc->over_limit = e->stats.connections > e->cfg->max_connections;
-        hc->next = e->conns;
-        if (e->conns)
-            e->conns->prev = hc;
-        e->conns = hc;
-        *socket_ctx = hc;
+        if (hc) {                   /* else not watched; MHD's own timeout still holds */
+            hc->conn = conn;
+            hc->since = uv_now(w->loop);
+            hc->over_limit = e->stats.connections > e->cfg->max_connections;
+            hc->next = w->conns;
+            if (w->conns)
+                w->conns->prev = hc;
+            w->conns = hc;
+            *socket_ctx = hc;
+        }
+        edge_unlock(e);
         return;
     }
     e->stats.connections--;
-    if (!hc)
-        return;
-    if (hc->prev)
-        hc->prev->next = hc->next;
-    else
-        e->conns = hc->next;
-    if (hc->next)
-        hc->next->prev = hc->prev;
-    *socket_ctx = NULL;
-    free(hc);
+    w->connections--;
+    if (hc) {
+        if (hc->prev)
+            hc->prev->next = hc->next;
+        else
+            w->conns = hc->next;
+        if (hc->next)
+            hc->next->prev = hc->prev;
+        *socket_ctx = NULL;
+        free(hc);
+    }
+    edge_unlock(e);
 }
 
 /* Shuts down connections past their time (see the top of this file). */
 static void on_conn_scan(uv_timer_t *t)
 {
-    struct edge *e = t->data;
-    uint64_t now = uv_now(e->loop);
-    for (struct http_conn *hc = e->conns; hc; hc = hc->next) {
+    struct worker *w = t->data;
+    struct edge *e = w->e;
+    uint64_t now = uv_now(w->loop);
+    edge_lock(e);
+    for (struct http_conn *hc = w->conns; hc; hc = hc->next) {
         uint64_t limit = hc->phase == CONN_HEADERS ? e->cfg->header_timeout_ms
                          : hc->phase == CONN_IDLE  ? e->cfg->client_timeout_ms
                                                    : 0;
@@ -843,56 +892,181 @@ static void on_conn_scan(uv_timer_t *t)
         e->stats.slow_clients_dropped++;
         hc->phase = CONN_ACTIVE;    /* once */
     }
+    edge_unlock(e);
 }
 
-int http_start(struct edge *e, char *err, size_t errlen)
+/* One worker's listener and timers, on its loop (not yet running). */
+static int worker_listen(struct worker *w, char *err, size_t errlen)
 {
+    struct edge *e = w->e;
     struct MHD_OptionItem extra[] = {
-        {MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)on_uri, e},
-        {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, e},
-        {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, e},
+        {MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)on_uri, w},
+        {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, w},
+        {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, w},
         {MHD_OPTION_END, 0, NULL},
     };
-    e->data_daemon = edge_listen(e, &e->cfg->listen,
-                                 (unsigned)e->cfg->max_connections + HTTP_CONN_HEADROOM,
-                                 on_request, e, extra, err, errlen);
-    if (!e->data_daemon)
+    w->daemon = edge_listen(e, &e->cfg->listen,
+                            (unsigned)e->cfg->max_connections + HTTP_CONN_HEADROOM,
+                            on_request, w, extra, err, errlen);
+    if (!w->daemon)
         return -1;
-    int rc = mhduv_start(&e->data_uv, e->loop, e->data_daemon);
+    int rc = mhduv_start(&w->uv, w->loop, w->daemon);
     if (rc) {
         snprintf(err, errlen, "listen: %s", uv_strerror(rc));
         return -1;
     }
-    uv_timer_init(e->loop, &e->conn_scan);
-    e->conn_scan.data = e;
-    uv_timer_start(&e->conn_scan, on_conn_scan, CONN_SCAN_MS, CONN_SCAN_MS);
+    uv_timer_init(w->loop, &w->conn_scan);
+    w->conn_scan.data = w;
+    w->scan_open = 1;
+    uv_timer_start(&w->conn_scan, on_conn_scan, CONN_SCAN_MS, CONN_SCAN_MS);
+    return 0;
+}
+
+static void worker_quiesce(struct worker *w)
+{
+    if (!w->daemon)
+        return;
+    MHD_socket fd = MHD_quiesce_daemon(w->daemon);
+    if (fd != MHD_INVALID_SOCKET)
+        close(fd);
+}
+
+/* On w's thread (worker 0: the main loop, the lock held): MHD runs until
+ * it has acted on every resume (it aborts when stopped with a connection
+ * suspended), then the daemon and the handles go. */
+static void worker_close(struct worker *w)
+{
+    struct edge *e = w->e;
+    if (!w->daemon)
+        return;
+    unsigned left = mhduv_suspended(&w->uv);
+    for (unsigned i = 0; i < 16 && left; i++) {
+        if (w->has_thread)
+            worker_process_mail(w); /* resumes posted meanwhile */
+        left = mhduv_drain(&w->uv, 1);
+    }
+    if (left)
+        log_msg(&e->log, LOG_ERROR, "http", "%u connections still suspended at shutdown", left);
+    if (w->scan_open) {
+        uv_timer_stop(&w->conn_scan);
+        uv_close((uv_handle_t *)&w->conn_scan, NULL);
+        w->scan_open = 0;
+    }
+    mhduv_stop(&w->uv, NULL);
+    MHD_stop_daemon(w->daemon);
+    w->daemon = NULL;
+    if (w->has_thread)
+        worker_mail_close(w);
+}
+
+/* A worker thread's orders (after the resumes posted to it). */
+static void on_order(struct worker *w)
+{
+    int quiesce = 0, stop = 0;
+    worker_take_orders(w, &quiesce, &stop);
+    if (quiesce)
+        worker_quiesce(w);
+    if (stop)
+        worker_close(w);
+}
+
+static void worker_main(void *arg)
+{
+    struct worker *w = arg;
+    worker_set_current(w);
+    uv_run(w->loop, UV_RUN_DEFAULT);
+}
+
+int http_start(struct edge *e, char *err, size_t errlen)
+{
+    for (unsigned i = 0; i < e->n_workers; i++) {
+        struct worker *w = &e->workers[i];
+        w->e = e;
+        w->id = i;
+        if (i == 0) {
+            w->loop = e->loop;
+        } else {
+            w->loop = &w->own_loop;
+            if (uv_loop_init(w->loop) != 0 || worker_mail_open(w, on_order) != 0) {
+                snprintf(err, errlen, "cannot set up worker %u's event loop", i);
+                return -1;
+            }
+            w->has_thread = 1;      /* its loop runs on its thread, from http_run */
+        }
+        if (worker_listen(w, err, errlen) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+int http_run(struct edge *e, char *err, size_t errlen)
+{
+    for (unsigned i = 1; i < e->n_workers; i++) {
+        struct worker *w = &e->workers[i];
+        int rc = uv_thread_create(&w->thread, worker_main, w);
+        if (rc) {
+            snprintf(err, errlen, "cannot start worker %u's thread: %s", i, uv_strerror(rc));
+            return -1;
+        }
+        w->started = 1;
+    }
     return 0;
 }
 
 void http_quiesce(struct edge *e)
 {
-    if (!e->data_daemon)
-        return;
-    MHD_socket fd = MHD_quiesce_daemon(e->data_daemon);
-    if (fd != MHD_INVALID_SOCKET)
-        close(fd);
+    for (unsigned i = 0; i < e->n_workers; i++) {
+        struct worker *w = &e->workers[i];
+        if (w->has_thread)
+            worker_order(w, 1, 0);
+        else
+            worker_quiesce(w);
+    }
 }
 
 void http_stop(struct edge *e)
 {
-    if (!e->data_daemon)
+    if (!e->workers || e->http_stopped)
         return;
+    e->http_stopped = 1;
     /* Closing the fills wakes every reader, whatever its fill's state, and
-     * stopping the relays wakes theirs; MHD then runs until it has acted on
-     * every resume (it aborts when stopped with a connection suspended). */
+     * stopping the relays wakes theirs (resumes posted to each worker). */
     relay_stop_all(e);
     fills_close(&e->fills);
-    unsigned left = mhduv_drain(&e->data_uv, 16);
-    if (left)
-        log_msg(&e->log, LOG_ERROR, "http", "%u connections still suspended at shutdown", left);
-    uv_timer_stop(&e->conn_scan);
-    uv_close((uv_handle_t *)&e->conn_scan, NULL);
-    mhduv_stop(&e->data_uv, NULL);
-    MHD_stop_daemon(e->data_daemon);
-    e->data_daemon = NULL;
+    for (unsigned i = 0; i < e->n_workers; i++) {
+        struct worker *w = &e->workers[i];
+        if (!w->has_thread)
+            worker_close(w);
+        else if (w->started)
+            worker_order(w, 0, 1);
+        else                        /* never ran: closed here, no thread uses it */
+            worker_close(w);
+    }
+}
+
+void http_join(struct edge *e)
+{
+    if (!e->workers)
+        return;
+    int held = e->threaded;
+    if (held)
+        pthread_mutex_unlock(&e->lock);
+    for (unsigned i = 1; i < e->n_workers; i++) {
+        struct worker *w = &e->workers[i];
+        if (w->started) {
+            uv_thread_join(&w->thread);
+            w->started = 0;
+        }
+    }
+    if (held)
+        pthread_mutex_lock(&e->lock);
+    for (unsigned i = 1; i < e->n_workers; i++) {
+        struct worker *w = &e->workers[i];
+        if (w->loop == &w->own_loop) {
+            uv_run(w->loop, UV_RUN_DEFAULT);    /* close callbacks of a loop that never ran */
+            uv_loop_close(w->loop);
+            pthread_mutex_destroy(&w->mail_mu);
+            w->loop = NULL;
+        }
+    }
 }

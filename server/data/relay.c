@@ -19,6 +19,7 @@ struct relay {
     struct upstream_xfer xfer;      /* first: the completion finds the relay */
     unsigned magic;
     struct edge *e;
+    struct worker *w;               /* the worker whose connection it answers */
     struct MHD_Connection *conn;    /* NULL once the request is complete */
     int refs;
     int suspended;                  /* we suspended conn */
@@ -74,7 +75,7 @@ static void suspend(struct relay *r)
 {
     if (!r->suspended && r->conn && !r->e->stopping) {
         r->suspended = 1;
-        mhduv_suspend(&r->e->data_uv, r->conn);
+        worker_suspend(r->w, r->conn);
     }
 }
 
@@ -82,7 +83,7 @@ static void wake(struct relay *r)
 {
     if (r->suspended && r->conn) {
         r->suspended = 0;
-        mhduv_resume(&r->e->data_uv, r->conn);
+        worker_resume(r->w, r->conn);
     }
 }
 
@@ -207,10 +208,8 @@ static void on_done(struct upstream_xfer *x, CURLcode result)
 
 /* ---- the client's side ----------------------------------------------------------- */
 
-static ssize_t answer_read(void *cls, uint64_t pos, char *buf, size_t max)
+static ssize_t answer_read_locked(struct relay *r, size_t max, char *buf)
 {
-    struct relay *r = cls;
-    (void)pos;
     if (r->down_off < r->down_len) {
         size_t k = r->down_len - r->down_off < max ? r->down_len - r->down_off : max;
         memcpy(buf, r->down + r->down_off, k);
@@ -228,9 +227,28 @@ static ssize_t answer_read(void *cls, uint64_t pos, char *buf, size_t max)
     return 0;
 }
 
+/* MHD's callbacks on the worker's thread take the edge's lock; the
+ * transfer is the main loop's. */
+static ssize_t answer_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    struct relay *r = cls;
+    struct edge *e = r->e;
+    (void)pos;
+    edge_lock(e);
+    worker_wake_main();
+    ssize_t n = answer_read_locked(r, max, buf);
+    edge_unlock(e);
+    return n;
+}
+
 static void answer_free(void *cls)
 {
-    relay_unref(cls);
+    struct relay *r = cls;
+    struct edge *e = r->e;
+    edge_lock(e);
+    worker_wake_main();
+    relay_unref(r);
+    edge_unlock(e);
 }
 
 /* The upstream never answered: 502 (504 on a timeout) with one line of
@@ -292,6 +310,7 @@ static enum MHD_Result answer(struct relay *r)
 
 enum MHD_Result relay_continue(struct relay *r, const char *upload, size_t *upload_size)
 {
+    worker_wake_main();             /* curl's pauses are the main loop's */
     if (*upload_size && !r->uploads) {
         *upload_size = 0;           /* a body this method does not carry upstream */
         return MHD_YES;
@@ -357,8 +376,9 @@ static int unsafe_method(const char *m)
     return 1;
 }
 
-struct relay *relay_start(struct edge *e, struct MHD_Connection *conn, const char *method,
-                          const struct route_target *rt, char *reason, size_t reasonlen)
+struct relay *relay_start(struct edge *e, struct worker *w, struct MHD_Connection *conn,
+                          const char *method, const struct route_target *rt, char *reason,
+                          size_t reasonlen)
 {
     struct relay *r = calloc(1, sizeof *r);
     char line[1200];
@@ -375,8 +395,10 @@ struct relay *relay_start(struct edge *e, struct MHD_Connection *conn, const cha
         snprintf(reason, reasonlen, "out of memory");
         return NULL;
     }
+    worker_wake_main();             /* the transfer starts on the main loop */
     r->magic = RELAY_MAGIC;
     r->e = e;
+    r->w = w;
     r->conn = conn;
     r->refs = 2;                    /* the request's and the transfer's */
     r->transfer_ref = 1;

@@ -19,12 +19,14 @@
 #include "server/edge.h"
 
 struct relay;
+struct worker;
 struct route_target;
 
 /* Starts relaying method to rt's origin URL. Returns the relay with the
  * request's reference, or NULL with a reason. */
-struct relay *relay_start(struct edge *e, struct MHD_Connection *conn, const char *method,
-                          const struct route_target *rt, char *reason, size_t reasonlen);
+struct relay *relay_start(struct edge *e, struct worker *w, struct MHD_Connection *conn,
+                          const char *method, const struct route_target *rt, char *reason,
+                          size_t reasonlen);
 /* Every later call of the access handler for the request. */
 enum MHD_Result relay_continue(struct relay *r, const char *upload, size_t *upload_size);
 /* The request is complete (or its client gone): drops its reference. */

@@ -723,7 +723,7 @@ static const char *const all_keys[] = {
     "refresh", "max_redirects", "heuristic_max_age", "stale_if_error", "route", "node_id",
     "parent", "parent_fallback_to_origin", "parent_admin_url", "parent_admin_token",
     "advertise_url", "connect_timeout", "stall_timeout", "resume_attempts", "require_verified",
-    "prefetch_concurrency", "manifest_max_bytes", "max_connections", "client_timeout",
+    "prefetch_concurrency", "manifest_max_bytes", "workers", "max_connections", "client_timeout",
     "header_timeout", "shutdown_grace", "log_level", "log_format",
 };
 #define N_KEYS (sizeof all_keys / sizeof all_keys[0])
