@@ -113,7 +113,10 @@ static const struct stmt_def wr_defs[WR_COUNT] = {
     [WR_LIST_RESPONSES] = {"list the stored responses",
         "SELECT r.key, r.variant, r.sha256, r.origin_url, r.status, r.vary, r.headers,"
         " r.stored_at, r.initial_age, r.fresh_until, r.stale_if_error, r.flags, o.size"
-        " FROM responses r JOIN objects o ON o.sha256 = r.sha256"},
+        " FROM responses r JOIN objects o ON o.sha256 = r.sha256"
+        /* oldest first: the catalog lists each at the front of its key,
+         * so the newest matching variant is chosen, as before a restart */
+        " ORDER BY r.key, r.stored_at"},
     [WR_LIST_EXPECTATIONS] = {"list the expectations",
         "SELECT key, sha256, size, source FROM expectations"},
     [WR_RESPONSE_SHA] = {"look up a response",
