@@ -252,6 +252,17 @@ struct health *fill__health_of(struct fills *f, const char *url)
     return h;
 }
 
+int fill__health_usable(struct fills *f, const char *url)
+{
+    struct health *h = fill__health_of(f, url);
+    return !h || !h->down || uv_now(f->env.loop) >= h->next_probe;
+}
+
+int fills_upstream_usable(struct fills *f, const char *url)
+{
+    return fill__health_usable(f, url);
+}
+
 void fill__health_ok(struct fill *fl)
 {
     struct health *h = fl->health;
@@ -367,6 +378,7 @@ struct fill *fills_start(struct fills *f, const struct fill_request *rq, int *st
                  f->env.store->tmp_dir, strerror(errno));
         goto fail;
     }
+    fl->keep = rq->keep;
     if (digest_init(&fl->sha) != 0 || fill__setup(fl, rq->req, reason, reasonlen) != 0)
         goto fail;
     if (health_admit(f, fl->health, reason, reasonlen) != 0) {

@@ -132,6 +132,8 @@ struct fill_info {
     unsigned n_redirects;
 };
 
+struct peers;
+
 struct fills_env {
     uv_loop_t *loop;
     const struct cfg *cfg;
@@ -142,9 +144,12 @@ struct fills_env {
     struct upstream *upstream;
     struct stats *stats;
     struct evictor *evictor;    /* told after each commit; may be NULL */
+    struct peers *peers;        /* this layer's other nodes; NULL: none */
 };
 
 int fills_open(struct fills **out, const struct fills_env *env);
+/* False while url's upstream is down and no probe is due (peers.h). */
+int fills_upstream_usable(struct fills *f, const char *url);
 /* Fails every running fill, wakes every reader whatever its fill's state,
  * and frees the table once no fill is referenced any more; sets *f NULL. */
 void fills_close(struct fills **f);
@@ -159,6 +164,7 @@ struct fill_request {
     const struct cat_expect *expect;    /* the key's expectation, or NULL */
     const struct hdr_source *req;       /* the client's fields (forwarded), or NULL */
     const struct cat_resp *stale;       /* revalidate this stored response, or NULL */
+    int keep;                           /* stored even when the key's owner peer answers */
 };
 
 /* Starts a fill (nothing may be listed under rq->name). With rq->stale, the

@@ -17,6 +17,7 @@
 #include "cache/catalog.h"
 #include "cache/evict.h"
 #include "cache/fill_int.h"
+#include "cache/peers.h"
 #include "cache/http_range.h"
 #include "cache/route.h"
 #include "cache/stats.h"
@@ -38,6 +39,7 @@ static int refuse(struct fill *fl, const char *fmt, ...) __attribute__((format(p
 static const char *const not_forwarded[] = {
     "host", "range", "if-range", "if-none-match", "if-modified-since", "if-match",
     "if-unmodified-since", "via", "content-length", "expect", "cache-status",
+    PEER_FIELD,
 };
 
 /* ---- setup ---------------------------------------------------------------- */
@@ -58,15 +60,44 @@ static int copy_field(void *arg, const char *name, const char *value)
     return 0;
 }
 
-/* Where to ask: the parent in DO shape, or the origin. */
+/* The key's owner among the live peers, or NULL when it is this node (or
+ * no peer is configured, or a peer forwarded the request: the loop guard). */
+static const struct peer *owner_peer(struct fill *fl)
+{
+    const struct fills_env *env = fill__env(fl);
+    const struct peer *order[64];
+    if (!env->peers || fl->peer_forwarded || fl->skip_peers)
+        return NULL;
+    size_t n = peers_rank(env->peers, fl->key, order, 64);
+    for (size_t i = 0; i < n; i++) {
+        if (order[i]->self)
+            return NULL;
+        uint64_t id = peers_score(order[i]->id, "");
+        int failed = 0;
+        for (unsigned k = 0; k < fl->n_peers_failed && !failed; k++)
+            failed = fl->peers_failed[k] == id;
+        if (!failed && fill__health_usable(fl->owner, order[i]->base)) {
+            fl->peer_asked = id;
+            return order[i];
+        }
+    }
+    return NULL;
+}
+
+/* Where to ask: the key's owner in the layer (peers.h), the parent in DO
+ * shape, or the origin. A redirect's target is never asked of a peer. */
 static int aim(struct fill *fl, const char *url)
 {
     const struct cfg *cfg = fill__env(fl)->cfg;
+    const struct peer *peer = strcmp(url, fl->origin_url) == 0 ? owner_peer(fl) : NULL;
     free(fl->hop_url);
     free(fl->fetch_url);
     fl->hop_url = strdup(url);
-    fl->from_parent = cfg->parent && cfg->parent[0];
-    fl->fetch_url = fl->from_parent ? route_do_url(cfg->parent, url) : strdup(url);
+    fl->from_peer = peer != NULL;
+    fl->from_parent = !peer && cfg->parent && cfg->parent[0];
+    fl->fetch_url = peer           ? route_do_url(peer->base, url)
+                    : fl->from_parent ? route_do_url(cfg->parent, url)
+                                      : strdup(url);
     if (!fl->hop_url || !fl->fetch_url)
         return -1;
     fl->health = fill__health_of(fl->owner, fl->fetch_url);
@@ -102,6 +133,7 @@ int fill__setup(struct fill *fl, const struct hdr_source *req, char *reason, siz
         req->each(req->ctx, copy_field, &c);
     hdrs_strip_hop_by_hop(&fl->req);
     fl->authorized = hdrs_get(&fl->req, "Authorization") != NULL;
+    fl->peer_forwarded = req && req->get && req->get(req->ctx, PEER_FIELD) != NULL;
     const char *via_in = req && req->get ? req->get(req->ctx, "Via") : NULL;
     if (asprintf(&fl->via, "%s%s1.1 %s (edgecache/%s)", via_in ? via_in : "",
                  via_in ? ", " : "", cfg->node_id, EDGECACHE_VERSION) < 0)
@@ -176,6 +208,8 @@ static struct curl_slist *request_fields(const struct fill *fl, const char *if_r
     if (!hdrs_get(&fl->req, "Accept") && !(l = curl_slist_append(l, "Accept:")))
         return NULL;
     if (!(l = add_line(l, "Via", fl->via)))
+        return NULL;
+    if (fl->from_peer && !(l = add_line(l, PEER_FIELD, "1")))
         return NULL;
     if (if_range)
         return add_line(l, "If-Range", if_range);
@@ -338,6 +372,9 @@ static void first_answer(struct fill *fl, curl_off_t len)
     if (fl->storable && fl->status != 200 && fl->fresh.fresh_until <= fl->response_time
         && !hdrs_get(&fl->resp, "ETag") && !hdrs_get(&fl->resp, "Last-Modified"))
         fl->storable = 0;
+    /* the key's owner keeps the layer's copy; this node passes it on */
+    if (fl->from_peer && !fl->keep)
+        fl->storable = 0;
     adopt_upstream_digests(fl);
     if (fl->status == 200)
         adopt_validator(fl);
@@ -490,8 +527,8 @@ static void headers_done(struct fill *fl)
         plan_redirect(fl, location);
         return;
     }
-    if (fl->from_parent && fl->hop_status >= 500 && fl->hop_status != 508
-        && env->cfg->parent_fallback_to_origin) {
+    if (((fl->from_parent && env->cfg->parent_fallback_to_origin) || fl->from_peer)
+        && fl->hop_status >= 500 && fl->hop_status != 508) {
         fl->fallback_pending = 1;
         return;
     }
@@ -698,10 +735,32 @@ static void follow_redirect(struct fill *fl)
                    next);
 }
 
+/* The peer asked failed (it is marked down when it did not connect): the
+ * key goes to the next-ranked live peer, which may be this node (then it
+ * fills from the parent or the origin). Every node ranks alike, so they
+ * all pick the same one. */
+static int fall_back_from_peer(struct fill *fl, const char *why)
+{
+    const struct fills_env *env = fill__env(fl);
+    fl->fallback_pending = 0;
+    log_msg(env->log, LOG_WARN, "fill", "peer %.300s failed for %.300s (%s): asking the "
+            "next-ranked peer", fl->fetch_url, fl->origin_url, why);
+    if (fl->n_peers_failed < sizeof fl->peers_failed / sizeof fl->peers_failed[0])
+        fl->peers_failed[fl->n_peers_failed++] = fl->peer_asked;
+    else
+        fl->skip_peers = 1;
+    char *url = strdup(fl->hop_url);
+    int rc = url ? restart_at(fl, url) : -1;
+    free(url);
+    return rc == 0;
+}
+
 /* parent_fallback_to_origin: ask the origin instead, once. */
 static int fall_back_to_origin(struct fill *fl, const char *why)
 {
     const struct fills_env *env = fill__env(fl);
+    if (fl->from_peer)
+        return fall_back_from_peer(fl, why);
     fl->fallback_pending = 0;
     if (!fl->from_parent || !env->cfg->parent_fallback_to_origin)
         return 0;
@@ -902,6 +961,16 @@ static void on_done(struct upstream_xfer *x, CURLcode result)
         return;
     }
     if (fl->state != FILL_STREAMING) {
+        if (result != CURLE_OK && fl->from_peer) {
+            char why[200];
+            snprintf(why, sizeof why, "%s", fl->curl_error[0] ? fl->curl_error
+                                                              : curl_easy_strerror(result));
+            if (says_down(result))
+                fill__health_failed(fl, why);
+            if (!fall_back_from_peer(fl, why))
+                fail_curl(fl, result);
+            return;
+        }
         if (result != CURLE_OK)
             fail_curl(fl, result);
         else

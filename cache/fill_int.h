@@ -64,6 +64,13 @@ struct fill {
     char *hop_url;                  /* the origin URL asked now (after redirects) */
     char *fetch_url;                /* what is asked: hop_url, or its DO shape at the parent */
     int from_parent;
+    int from_peer;                  /* asked of the key's owner in the layer (peers.h) */
+    int peer_forwarded;             /* a peer forwarded the request: not forwarded again */
+    int skip_peers;                 /* peers failed: fill it from above */
+    uint64_t peer_asked;            /* the peer asked now (peers_score(id, "")) */
+    uint64_t peers_failed[4];       /* the peers that failed it, by the same hash */
+    unsigned n_peers_failed;
+    int keep;                       /* store it even when a peer answers (a prefetch) */
     int cross_origin;               /* a redirect left the first origin */
     struct health *health;          /* of fetch_url's host (owned by the table) */
     char *redirects[FILL_MAX_REDIRECTS + 1];
@@ -125,6 +132,8 @@ void fill__wake_all(struct fill *fl);
 void fill__wake_soon(struct fill *fl);
 void fill__commit(struct fill *fl);
 struct health *fill__health_of(struct fills *f, const char *url);
+/* True unless url's upstream is down with no probe due (nothing consumed). */
+int fill__health_usable(struct fills *f, const char *url);
 void fill__health_ok(struct fill *fl);
 void fill__health_failed(struct fill *fl, const char *why);
 int64_t fill__now(void);

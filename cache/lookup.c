@@ -133,6 +133,7 @@ static void start(const struct lookup_env *env, const struct lookup_request *rq,
         .key = rq->key, .name = name, .origin_url = rq->origin_url,
         .expect = catalog_expectation(env->catalog, rq->key), .req = rq->req,
         .stale = a->backup,
+        .keep = rq->req == NULL,        /* a prefetch keeps what it fetches */
     };
     a->fill = fills_start(env->fills, &fr, &status, a->reason, sizeof a->reason);
     if (a->fill) {

@@ -1,5 +1,6 @@
 /* prefetch — deployments fetched ahead of time and pinned. See prefetch.h. */
 #include "cache/prefetch.h"
+#include "cache/peers.h"
 
 #include <jansson.h>
 #include <stddef.h>
@@ -273,8 +274,35 @@ static void requeue_file(struct pf_file *f)
     pump_soon(p);
 }
 
+static int peer_live(void *ctx, const struct peer *peer)
+{
+    const struct prefetch *p = ctx;
+    return fills_upstream_usable(p->env.fills, peer->base);
+}
+
+/* A file this node does not keep in the layer (peers.h): its owner (and
+ * the next peer_replicas - 1), told of the deployment too, fetch and pin
+ * it; here it is done, held by them. */
+static int held_by_peers(struct prefetch *p, struct pf_file *f)
+{
+    if (!p->env.peers
+        || peers_self_rank(p->env.peers, f->key, peer_live, p) < p->env.cfg->peer_replicas)
+        return 0;
+    f->state = PREFETCH_DONE;
+    f->stored[0] = '\0';
+    log_msg(p->env.log, LOG_INFO, "prefetch", "%s: %s is held by its owner in the layer",
+            f->dep->id, f->url);
+    persist(f->dep);
+    if (f->done)
+        f->done(f->done_arg, f->key, NULL);
+    pump_soon(p);
+    return 1;
+}
+
 static void file_start(struct prefetch *p, struct pf_file *f)
 {
+    if (held_by_peers(p, f))
+        return;
     struct lookup_env env = lookup_env_of(p);
     struct lookup_request lq = lookup_req_of(f);
     f->state = PREFETCH_FETCHING;
@@ -399,7 +427,7 @@ static struct deployment *deployment_new(struct prefetch *p, const char *id, int
 static void unpin_all(struct prefetch *p, const struct deployment *d)
 {
     for (size_t i = 0; i < d->n; i++)
-        if (d->pin && d->files[i].state == PREFETCH_DONE)
+        if (d->pin && d->files[i].state == PREFETCH_DONE && d->files[i].stored[0])
             job_queue(p, PF_PIN, strdup(d->files[i].stored), NULL, -1);
 }
 

@@ -21,6 +21,8 @@
 #ifndef EDGECACHE_PREFETCH_H
 #define EDGECACHE_PREFETCH_H
 
+struct peers;
+
 #include <stdint.h>
 #include <uv.h>
 #include "config/cfg.h"
@@ -42,6 +44,8 @@ struct prefetch_env {
     struct catalog *catalog;
     struct fills *fills;
     struct stats *stats;
+    struct peers *peers;        /* this layer's nodes (NULL: none): a file is fetched
+                                   and pinned by its owner and the next peer_replicas - 1 */
 };
 
 enum prefetch_state { PREFETCH_QUEUED, PREFETCH_FETCHING, PREFETCH_DONE, PREFETCH_FAILED };

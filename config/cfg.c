@@ -298,6 +298,19 @@ static const struct cfg_option options[] = {
       .min = SECOND_MS, .max = HOUR_MS,
       .help = "an upstream that sends no byte for this long fails the fill",
       .offset = offsetof(struct cfg, stall_timeout_ms) },
+    { .name = "peers", .type = T_STRING, .def = "", .metavar = "URL[,URL...]",
+      .help = "the nodes of this layer, this one among them, which act as one cache: "
+              "http://HOST:PORT (a peer's data plane) or dns://NAME:PORT (every address NAME "
+              "resolves to, again every 10 s: a Kubernetes headless Service); each key is "
+              "owned by one live peer (rendezvous hashing), which alone fills and stores it, "
+              "the others ask it; their control planes are reached on this node's "
+              "admin_listen port with its admin_token; empty: no peers",
+      .offset = offsetof(struct cfg, peers) },
+    { .name = "peer_replicas", .type = T_UINT, .def = "1", .min = 1, .max = 16,
+      .unit = "copies",
+      .help = "how many peers keep a prefetched (pinned) payload: its owner and the next-ranked "
+              "ones",
+      .offset = offsetof(struct cfg, peer_replicas) },
     { .name = "parent", .type = T_STRING, .def = "", .metavar = "URL",
       .help = "the parent edgecache (http://host:port): every miss is fetched from it in "
               "Delivery Optimization shape instead of from the origin",

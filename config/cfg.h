@@ -110,6 +110,8 @@ struct cfg {
     struct cfg_route *routes;
     size_t n_routes;
     char *node_id;              /* default: the host name */
+    char *peers;                /* "" when none: see cache/peers.h */
+    uint64_t peer_replicas;     /* copies of a pinned payload in the layer */
     char *parent;               /* "" when none: misses go to the origin */
     bool parent_fallback_to_origin;
     char *parent_admin_url;     /* "" when none: manifests are not handed up */

@@ -40,6 +40,7 @@ struct fills;
 struct upstream;
 struct prefetch;
 struct evictor;
+struct peers;
 struct forward;
 struct relay;
 struct admin_job;
@@ -56,6 +57,7 @@ struct edge {
     struct fills *fills;        /* owned */
     struct prefetch *prefetch;  /* owned */
     struct evictor *evictor;    /* owned */
+    struct peers *peers;        /* owned: this layer's nodes; NULL: none */
     struct forward *forwards;   /* manifests being handed to the parent (forward.c) */
     struct relay *relays;       /* other methods being relayed (relay.c) */
     struct admin_job *admin_jobs;   /* control-plane work on the pool (admin.c) */

@@ -21,6 +21,7 @@
 #include "cache/evict.h"
 #include "cache/fill.h"
 #include "cache/index.h"
+#include "cache/peers.h"
 #include "cache/prefetch.h"
 #include "cache/upstream.h"
 #include "server/admin/api.h"
@@ -346,10 +347,12 @@ static int edge_start(struct edge *e, char *err, size_t errlen)
     if (evict_open(&e->evictor, &venv, err, errlen) != 0)
         return -1;
     e->stats.budget_bytes = evict_budget(e->evictor);
+    if (peers_open(&e->peers, e->cfg, e->loop, &e->log, err, errlen) != 0)
+        return -1;
     struct fills_env env = {
         .loop = e->loop, .cfg = e->cfg, .log = &e->log, .store = &e->store,
         .index = e->index, .catalog = e->catalog, .upstream = e->upstream,
-        .stats = &e->stats, .evictor = e->evictor,
+        .stats = &e->stats, .evictor = e->evictor, .peers = e->peers,
     };
     if (fills_open(&e->fills, &env) != 0) {
         snprintf(err, errlen, "out of memory");
@@ -358,6 +361,7 @@ static int edge_start(struct edge *e, char *err, size_t errlen)
     struct prefetch_env penv = {
         .loop = e->loop, .cfg = e->cfg, .log = &e->log, .store = &e->store,
         .index = e->index, .catalog = e->catalog, .fills = e->fills, .stats = &e->stats,
+        .peers = e->peers,
     };
     if (prefetch_open(&e->prefetch, &penv) != 0 || prefetch_restore(e->prefetch) != 0) {
         snprintf(err, errlen, "cannot restore the deployments kept in the index");
@@ -404,6 +408,7 @@ static void edge_teardown(struct edge *e)
     if (e->threaded && !uv_is_closing((uv_handle_t *)&e->main_wake))
         uv_close((uv_handle_t *)&e->main_wake, NULL);
     fills_close(&e->fills);
+    peers_close(&e->peers);
     uv_run(e->loop, UV_RUN_DEFAULT);
     evict_close(&e->evictor);
     uv_run(e->loop, UV_RUN_DEFAULT);

@@ -59,6 +59,11 @@ int api_url_allowed(const struct cfg *cfg, const char *url, char *why, size_t wh
  * call is the path and query there, e.g. "/api/v1/rewrite?prefetch=1".
  * Returns at once; nothing happens without parent_admin_url. */
 void forward_to_parent(struct edge *e, const char *call, const char *body, size_t len);
+/* The same to every other peer of the layer (cache/peers.h), marked as a
+ * peer's so that it goes no further. */
+void forward_to_peers(struct edge *e, const char *call, const char *body, size_t len);
+/* True when the request came from a peer (it is not handed on again). */
+int forward_from_peer(struct MHD_Connection *c);
 /* Abandons every forward in flight (shutdown). */
 void forward_stop_all(struct edge *e);
 

@@ -109,7 +109,10 @@ enum MHD_Result api_prefetch_urls(struct admin_req *req, json_t *list)
         ret = fail(req, 500, "out of memory");
         goto out;
     }
-    forward_to_parent(e, "/api/v1/prefetch", req->body, req->len);
+    if (!forward_from_peer(req->conn)) {
+        forward_to_peers(e, "/api/v1/prefetch", req->body, req->len);
+        forward_to_parent(e, "/api/v1/prefetch", req->body, req->len);
+    }
     ret = answer_json(req, 202, json_pack("{s:s, s:I}", "deployment", id, "files", (json_int_t)n));
 out:
     for (size_t k = 0; k < n && k <= i; k++)

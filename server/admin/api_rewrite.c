@@ -38,6 +38,7 @@ struct rewrite_job {
     int answer_doc;                 /* /rewrite answers the document */
     char *body;                     /* the request's, for the parent */
     size_t body_len;
+    int from_peer;                  /* a peer handed it on: it goes no further */
 };
 
 /* A detached manifest being fetched: what its files are joined with. */
@@ -266,8 +267,13 @@ static void rewrite_finish(struct admin_job *j)
     catalog_expect_all(j->e->catalog, x->exp, x->n_exp);
     j->e->stats.expectations_registered += x->n_exp;
     start_fetches(x);
-    forward_to_parent(j->e, x->prefetch ? "/api/v1/rewrite?prefetch=1" : "/api/v1/rewrite",
-                      x->body, x->body_len);
+    /* the layer's other nodes register it too (their own files prefetched
+     * and pinned by them), then the parent; a peer's copy goes no further */
+    const char *call = x->prefetch ? "/api/v1/rewrite?prefetch=1" : "/api/v1/rewrite";
+    if (!x->from_peer) {
+        forward_to_peers(j->e, call, x->body, x->body_len);
+        forward_to_parent(j->e, call, x->body, x->body_len);
+    }
     if (!j->req)
         return;
     if (x->answer_doc) {
@@ -346,8 +352,9 @@ enum MHD_Result api_manifest(struct admin_req *req, int prefetch, int answer_doc
     }
     x->prefetch = prefetch;
     x->answer_doc = answer_doc;
-    if (req->e->cfg->parent_admin_url && req->e->cfg->parent_admin_url[0]
-        && (x->body = malloc(req->len + 1))) {
+    x->from_peer = forward_from_peer(req->conn);
+    if (((req->e->cfg->parent_admin_url && req->e->cfg->parent_admin_url[0]) || req->e->peers)
+        && !x->from_peer && (x->body = malloc(req->len + 1))) {
         memcpy(x->body, req->body ? req->body : "", req->len);
         x->body_len = req->len;
     }

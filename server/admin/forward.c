@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cache/peers.h"
 #include "cache/upstream.h"
 #include "server/admin/api.h"
 #include "version.h"
@@ -111,11 +112,14 @@ static void forward_try(uv_timer_t *t)
     }
 }
 
-void forward_to_parent(struct edge *e, const char *call, const char *body, size_t len)
+/* POST body to base + call, with the token (may be empty); `peer` marks
+ * it as a peer's (PEER_FIELD), so that the peer does not hand it on. */
+static void forward_post(struct edge *e, const char *base, const char *call, const char *token,
+                         int peer, const char *body, size_t len)
 {
     const struct cfg *cfg = e->cfg;
     char auth[600];
-    if (!cfg->parent_admin_url || !cfg->parent_admin_url[0])
+    if (!body)
         return;
     struct forward *f = calloc(1, sizeof *f);
     if (!f || !(f->body = malloc(len ? len : 1)) || !(f->xfer.easy = upstream_easy(cfg->connect_timeout_ms, f->error))) {
@@ -127,15 +131,17 @@ void forward_to_parent(struct edge *e, const char *call, const char *body, size_
     memcpy(f->body, body, len);
     f->len = len;
     f->e = e;
-    size_t n = strlen(cfg->parent_admin_url);
-    while (n && cfg->parent_admin_url[n - 1] == '/')
+    size_t n = strlen(base);
+    while (n && base[n - 1] == '/')
         n--;
-    snprintf(f->url, sizeof f->url, "%.*s%s", (int)n, cfg->parent_admin_url, call);
+    snprintf(f->url, sizeof f->url, "%.*s%s", (int)n, base, call);
     f->headers = curl_slist_append(NULL, "Content-Type: application/json");
-    if (cfg->parent_admin_token && cfg->parent_admin_token[0]) {
-        snprintf(auth, sizeof auth, "Authorization: Bearer %s", cfg->parent_admin_token);
+    if (token && token[0]) {
+        snprintf(auth, sizeof auth, "Authorization: Bearer %s", token);
         f->headers = curl_slist_append(f->headers, auth);
     }
+    if (peer)
+        f->headers = curl_slist_append(f->headers, PEER_FIELD ": 1");
     CURL *c = f->xfer.easy;
     f->xfer.done = forward_done;
     curl_easy_setopt(c, CURLOPT_URL, f->url);
@@ -151,4 +157,33 @@ void forward_to_parent(struct edge *e, const char *call, const char *body, size_
         e->forwards->prev = f;
     e->forwards = f;
     uv_timer_start(&f->retry, forward_try, 0, 0);
+}
+
+void forward_to_parent(struct edge *e, const char *call, const char *body, size_t len)
+{
+    const struct cfg *cfg = e->cfg;
+    if (!cfg->parent_admin_url || !cfg->parent_admin_url[0])
+        return;
+    forward_post(e, cfg->parent_admin_url, call, cfg->parent_admin_token, 0, body, len);
+}
+
+/* Every other peer's control plane: on this node's admin port, with its
+ * token (a layer shares both). */
+void forward_to_peers(struct edge *e, const char *call, const char *body, size_t len)
+{
+    for (size_t i = 0; i < peers_count(e->peers); i++) {
+        const struct peer *p = peers_at(e->peers, i);
+        char base[320];
+        if (p->self)
+            continue;
+        int v6 = strchr(p->host, ':') != NULL;
+        snprintf(base, sizeof base, "http://%s%s%s:%u", v6 ? "[" : "", p->host, v6 ? "]" : "",
+                 e->cfg->admin_listen.port);
+        forward_post(e, base, call, e->cfg->admin_token, 1, body, len);
+    }
+}
+
+int forward_from_peer(struct MHD_Connection *c)
+{
+    return c && MHD_lookup_connection_value(c, MHD_HEADER_KIND, PEER_FIELD) != NULL;
 }

@@ -26,6 +26,7 @@
 
 #include "cache/evict.h"
 #include "cache/fill.h"
+#include "cache/peers.h"
 #include "server/admin/api.h"
 #include "server/edge.h"
 #include "version.h"
@@ -155,6 +156,55 @@ static void upstream_ok_metric(void *ctx, const struct fills_upstream *u)
             u->target, (long long)u->last_ok);
 }
 
+/* The layer's peers (cache/peers.h): each one's state as its upstream
+ * health says, and its share of the key space (rendezvous hashing spreads
+ * keys evenly over the live ones). */
+struct peer_health {
+    const char *target;
+    const struct fills_upstream *found;
+    int up;
+    int64_t down_since;
+    char error[200];
+};
+
+static void find_peer_health(void *ctx, const struct fills_upstream *u)
+{
+    struct peer_health *h = ctx;
+    if (strcmp(u->target, h->target) == 0) {
+        h->found = u;
+        h->up = u->up;
+        h->down_since = u->down_since;
+        snprintf(h->error, sizeof h->error, "%s", u->last_error ? u->last_error : "");
+    }
+}
+
+static json_t *peers_json(struct edge *e)
+{
+    json_t *list = json_array();
+    size_t n = peers_count(e->peers), live = 0;
+    struct peer_health hs[64];
+    for (size_t i = 0; i < n && i < 64; i++) {
+        const struct peer *p = peers_at(e->peers, i);
+        hs[i] = (struct peer_health){.target = p->base, .up = 1};
+        if (!p->self && e->fills)
+            fills_foreach_upstream(e->fills, find_peer_health, &hs[i]);
+        live += p->self || hs[i].up;
+    }
+    for (size_t i = 0; i < n && i < 64; i++) {
+        const struct peer *p = peers_at(e->peers, i);
+        int up = p->self || hs[i].up;
+        json_t *o = json_pack("{s:s, s:b, s:s, s:f}", "peer", p->id, "self", p->self,
+                              "state", p->self ? "self" : up ? "up" : "down", "share",
+                              up && live ? 1.0 / (double)live : 0.0);
+        if (o && !up) {
+            json_object_set_new(o, "down_since", json_integer((json_int_t)hs[i].down_since));
+            json_object_set_new(o, "error", json_string(hs[i].error));
+        }
+        json_array_append_new(list, o);
+    }
+    return list;
+}
+
 enum MHD_Result api_status(struct admin_req *req)
 {
     struct edge *e = req->e;
@@ -202,6 +252,7 @@ enum MHD_Result api_status(struct admin_req *req)
     if (e->fills)
         fills_foreach_upstream(e->fills, upstream_json, ups);
     json_object_set_new(root, "upstreams", ups);
+    json_object_set_new(root, "peers", peers_json(e));
     json_object_set_new(root, "parent", e->cfg->parent && e->cfg->parent[0]
                                             ? json_string(e->cfg->parent) : json_null());
     json_object_set_new(root, "deployments", api_deployments_json(e));

@@ -480,6 +480,7 @@ class Edgecache:
         # changes under a URL: they are listed as immutable too, unless the
         # test is about HTTP freshness (mutable=True) or lists its own.
         self.mutable = mutable
+        self.host = "127.0.0.1"     # another loopback address for a layer of peers
         self.port = free_port()
         self.admin_port = free_port()
         self.log_path = os.path.join(workdir, "%s.log" % name)
@@ -493,8 +494,8 @@ class Edgecache:
 
     def argv(self):
         argv = [self.binary,
-                "--listen", "127.0.0.1:%d" % self.port,
-                "--admin-listen", "127.0.0.1:%d" % self.admin_port,
+                "--listen", "%s:%d" % (self.host, self.port),
+                "--admin-listen", "%s:%d" % (self.host, self.admin_port),
                 "--cache-dir", self.cache_dir,
                 "--log-level", "debug"]
         if self.allow:
@@ -520,7 +521,7 @@ class Edgecache:
                 raise AssertionError("edgecache exited with %s before it was ready:\n%s"
                                      % (self.process.proc.returncode, tail(self.log_path, 40)))
             try:
-                return request(self.admin_port, "GET", "/healthz", timeout=1).status == 200
+                return request(self.admin_port, "GET", "/healthz", timeout=1, host=self.host).status == 200
             except OSError:
                 return False
         wait_for(ready, timeout, interval=0.05, what="edgecache /healthz")
@@ -546,16 +547,16 @@ class Edgecache:
         return self.process is not None and self.process.running()
 
     def url(self, target):
-        return "http://127.0.0.1:%d%s" % (self.port, target)
+        return "http://%s:%d%s" % (self.host, self.port, target)
 
     def get(self, target, **kw):
-        return request(self.port, "GET", target, **kw)
+        return request(self.port, "GET", target, host=self.host, **kw)
 
     def head(self, target, **kw):
-        return request(self.port, "HEAD", target, **kw)
+        return request(self.port, "HEAD", target, host=self.host, **kw)
 
     def request(self, method, target, **kw):
-        return request(self.port, method, target, **kw)
+        return request(self.port, method, target, host=self.host, **kw)
 
     def wait_idle(self, timeout=10):
         """Waits until no fill is in flight. A fill's last byte reaches its
@@ -585,7 +586,8 @@ class Edgecache:
             h.setdefault("Content-Type", "application/json")
         if isinstance(body, str):
             body = body.encode()
-        return request(self.admin_port, method, path, headers=h, body=body, timeout=timeout)
+        return request(self.admin_port, method, path, headers=h, body=body, timeout=timeout,
+                       host=self.host)
 
     def expect(self, entries, token=None):
         """Registers expectations ([{"url", "sha256", "size"?}]); asserts

@@ -721,7 +721,7 @@ static void test_version(void **state)
 static const char *const all_keys[] = {
     "listen", "admin_listen", "admin_token", "admin_token_file", "metrics_public", "cache_dir", "cache_size", "allow", "immutable",
     "refresh", "max_redirects", "heuristic_max_age", "stale_if_error", "route", "node_id",
-    "parent", "parent_fallback_to_origin", "parent_admin_url", "parent_admin_token",
+    "peers", "peer_replicas", "parent", "parent_fallback_to_origin", "parent_admin_url", "parent_admin_token",
     "advertise_url", "connect_timeout", "stall_timeout", "resume_attempts", "require_verified",
     "prefetch_concurrency", "manifest_max_bytes", "workers", "max_connections", "client_timeout",
     "header_timeout", "shutdown_grace", "log_level", "log_format",
