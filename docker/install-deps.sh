@@ -9,7 +9,7 @@ BUILD="build-essential cmake pkg-config libuv1-dev libmicrohttpd-dev
        libcurl4-openssl-dev libsqlite3-dev libssl-dev libjansson-dev
        libinih-dev"
 TEST="libcmocka-dev python3 python3-pytest nginx-light curl iproute2 apt-utils dpkg-dev
-      prometheus chromium"
+      prometheus chromium kubernetes-client python3-yaml"
 BENCH="wrk varnish"
 FUZZ="clang-14 libclang-rt-14-dev"
 
@@ -22,6 +22,11 @@ esac
 
 missing=""
 for p in $want; do
+  # A kubectl from elsewhere (Google's or the Kubernetes apt repository, a
+  # binary download) does as well as Debian's, and would conflict with it.
+  case "$p" in
+    kubernetes-client) command -v kubectl >/dev/null 2>&1 && continue ;;
+  esac
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
     || missing="$missing $p"
 done
