@@ -2,17 +2,19 @@
 #include "cache/peers.h"
 
 #include <arpa/inet.h>
+#include <arpa/nameser.h>
 #include <ifaddrs.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <resolv.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
 
-enum entry_kind { ENTRY_HTTP, ENTRY_DNS };
+enum entry_kind { ENTRY_HTTP, ENTRY_DNS, ENTRY_SRV };
 
 struct entry {
     enum entry_kind kind;
@@ -78,6 +80,24 @@ static int parse_entry(const char *s, size_t len, struct entry *e, char *err, si
     memcpy(text, s, len);
     text[len] = '\0';
     const char *rest;
+    if (strncasecmp(text, "dns+srv://", 10) == 0) {
+        /* the SRV records give the hosts and ports */
+        e->kind = ENTRY_SRV;
+        rest = text + 10;
+        size_t hl = strcspn(rest, "/");
+        if (hl == 0 || hl >= sizeof e->host || strchr(rest, ':')) {
+            snprintf(err, errlen, "peers: '%s' needs a name and no port (dns+srv://NAME: the "
+                     "SRV records give the ports)", text);
+            return -1;
+        }
+        memcpy(e->host, rest, hl);
+        e->host[hl] = '\0';
+        for (char *c = e->host; *c; c++)
+            if (*c >= 'A' && *c <= 'Z')
+                *c = (char)(*c - 'A' + 'a');
+        e->port = 0;
+        return 0;
+    }
     if (strncasecmp(text, "http://", 7) == 0) {
         e->kind = ENTRY_HTTP;
         rest = text + 7;
@@ -85,8 +105,8 @@ static int parse_entry(const char *s, size_t len, struct entry *e, char *err, si
         e->kind = ENTRY_DNS;
         rest = text + 6;
     } else {
-        snprintf(err, errlen, "peers: '%s' is neither http://HOST:PORT nor dns://NAME:PORT",
-                 text);
+        snprintf(err, errlen, "peers: '%s' is none of http://HOST:PORT, dns://NAME:PORT and "
+                 "dns+srv://NAME", text);
         return -1;
     }
     size_t hl;
@@ -225,6 +245,62 @@ static void put_peer(struct peer *p, const char *host, unsigned port, int self)
     p->self = self;
 }
 
+/* Appends a peer (unless its id is there already); v grows. */
+static struct peer *add_peer(struct peer *v, size_t *n, size_t *cap, const char *host,
+                             unsigned port, int self)
+{
+    if (!v)
+        return NULL;
+    if (*n == *cap) {
+        struct peer *nv = realloc(v, 2 * *cap * sizeof *v);
+        if (!nv)
+            return v;
+        v = nv;
+        *cap *= 2;
+    }
+    put_peer(&v[*n], host, port, self);
+    for (size_t d = 0; d < *n; d++)
+        if (strcmp(v[d].id, v[*n].id) == 0)
+            return v;
+    (*n)++;
+    return v;
+}
+
+/* The targets of name's SRV records (res_nquery: blocks). */
+struct srv_target {
+    char name[NS_MAXDNAME];
+    unsigned port;
+};
+
+static size_t resolve_srv(const char *name, struct srv_target *out, size_t max)
+{
+    unsigned char answer[8192];
+    struct __res_state rs;
+    ns_msg msg;
+    size_t n = 0;
+    memset(&rs, 0, sizeof rs);
+    if (res_ninit(&rs) != 0)
+        return 0;
+    int len = res_nquery(&rs, name, ns_c_in, ns_t_srv, answer, sizeof answer);
+    if (len > 0 && ns_initparse(answer, len, &msg) == 0) {
+        int count = ns_msg_count(msg, ns_s_an);
+        for (int i = 0; i < count && n < max; i++) {
+            ns_rr rr;
+            if (ns_parserr(&msg, ns_s_an, i, &rr) != 0 || ns_rr_type(rr) != ns_t_srv
+                || ns_rr_rdlen(rr) < 7)
+                continue;
+            const unsigned char *rd = ns_rr_rdata(rr);
+            unsigned port = (unsigned)rd[4] << 8 | rd[5];
+            if (port == 0 || dn_expand(ns_msg_base(msg), ns_msg_end(msg), rd + 6, out[n].name,
+                                       sizeof out[n].name) < 0)
+                continue;
+            out[n++].port = port;
+        }
+    }
+    res_nclose(&rs);
+    return n;
+}
+
 static int compare_peers(const void *a, const void *b)
 {
     return strcmp(((const struct peer *)a)->id, ((const struct peer *)b)->id);
@@ -241,8 +317,19 @@ static struct peer *build(const struct cfg_listen *listen, const struct entry *e
         return NULL;
     for (size_t i = 0; i < n_ents; i++) {
         char addrs[32][INET6_ADDRSTRLEN];
-        if (ents[i].kind == ENTRY_DNS && !with_dns)
+        if (ents[i].kind != ENTRY_HTTP && !with_dns)
             continue;
+        if (ents[i].kind == ENTRY_SRV) {
+            struct srv_target t[32];
+            size_t nt = resolve_srv(ents[i].host, t, 32);
+            for (size_t k = 0; k < nt; k++) {
+                size_t na = resolve_host(t[k].name, addrs, 32);
+                for (size_t a = 0; a < na; a++)
+                    v = add_peer(v, &n, &cap, addrs[a], t[k].port,
+                                 self_address(listen, addrs[a], t[k].port));
+            }
+            continue;
+        }
         size_t na = resolve_host(ents[i].host, addrs, 32);
         size_t want = ents[i].kind == ENTRY_DNS ? na : 1;
         for (size_t k = 0; k < want; k++) {
@@ -384,7 +471,7 @@ int peers_open(struct peers **out, const struct cfg *cfg, uv_loop_t *loop,
     p->entries = ents;
     p->n_entries = n_ents;
     for (size_t i = 0; i < n_ents; i++)
-        p->has_dns |= ents[i].kind == ENTRY_DNS;
+        p->has_dns |= ents[i].kind != ENTRY_HTTP;
     /* names (dns://) are resolved on the pool, at once and then every
      * PEERS_RESOLVE_MS: start-up never waits for DNS */
     p->v = build(&cfg->listen, ents, n_ents, 0, &p->n);

@@ -13,8 +13,9 @@
  * the key's owner.
  *
  * The list: entries "http://host:port" (a peer's data plane, this node's
- * own among them) or "dns://name:port" (every A/AAAA record of name is a
- * peer on that port: a Kubernetes headless Service gives one per pod),
+ * own among them), "dns://name:port" (every A/AAAA record of name is a
+ * peer on that port: a Kubernetes headless Service gives one per pod) or
+ * "dns+srv://name" (every address of every SRV target, on its port),
  * resolved at start and again every PEERS_RESOLVE_MS on a thread of its own
  * (a stop never waits for a DNS server). This node is
  * the entry whose port is its data plane's and whose address is one of

@@ -300,8 +300,9 @@ static const struct cfg_option options[] = {
       .offset = offsetof(struct cfg, stall_timeout_ms) },
     { .name = "peers", .type = T_STRING, .def = "", .metavar = "URL[,URL...]",
       .help = "the nodes of this layer, this one among them, which act as one cache: "
-              "http://HOST:PORT (a peer's data plane) or dns://NAME:PORT (every address NAME "
-              "resolves to, again every 10 s: a Kubernetes headless Service); each key is "
+              "http://HOST:PORT (a peer's data plane), dns://NAME:PORT (every address NAME "
+              "resolves to, again every 10 s: a Kubernetes headless Service) or "
+              "dns+srv://NAME (its SRV records' targets and ports); each key is "
               "owned by one live peer (rendezvous hashing), which alone fills and stores it, "
               "the others ask it; their control planes are reached on this node's "
               "admin_listen port with its admin_token; empty: no peers",

@@ -222,3 +222,123 @@ def test_a_forwarded_request_is_not_forwarded_again(layer, origin):
     # the origin's request did not carry the layer's field
     for i in range(len(origin.requests(path.split("?")[0]))):
         assert "edgecache-peer" not in origin.headers_of(path.split("?")[0], i)
+
+
+# --------------------------------------------------------------------------
+# Discovery by SRV records: a small DNS server on a loopback address answers
+# for the layer's name, and each peer runs in a mount namespace of its own
+# whose /etc/resolv.conf names that server (root only).
+
+SRV_NAME = "_edgecache._tcp.layer.test"
+DNS_ADDR = "127.0.0.77"
+
+
+def dns_name(name):
+    out = b""
+    for label in name.rstrip(".").split("."):
+        out += bytes([len(label)]) + label.encode()
+    return out + b"\0"
+
+
+class TinyDNS(threading.Thread):
+    """Answers SRV for SRV_NAME (one record per peer) and A for each
+    target; anything else: no records."""
+
+    def __init__(self, port):
+        super().__init__(daemon=True)
+        import socket
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((DNS_ADDR, 53))
+        self.sock.settimeout(0.2)
+        self.port = port
+        self.stopping = False
+        self.queries = 0
+
+    def answer(self, q):
+        import struct
+        qid, _, qd = struct.unpack(">HHH", q[:6])
+        pos, labels = 12, []
+        while q[pos]:
+            labels.append(q[pos + 1:pos + 1 + q[pos]].decode().lower())
+            pos += 1 + q[pos]
+        qtype = struct.unpack(">H", q[pos + 1:pos + 3])[0]
+        question = q[12:pos + 5]
+        name = ".".join(labels)
+        records = []
+        if qtype == 33 and name == SRV_NAME:
+            for i, h in enumerate(HOSTS):
+                rdata = struct.pack(">HHH", 0, 10, self.port) + dns_name("peer%d.layer.test" % i)
+                records.append((33, rdata))
+        elif qtype == 1 and name.startswith("peer") and name.endswith(".layer.test"):
+            i = int(name[4:name.index(".")])
+            records.append((1, bytes(int(x) for x in HOSTS[i].split("."))))
+        head = struct.pack(">HHHHHH", qid, 0x8180, 1, len(records), 0, 0)
+        body = b"".join(struct.pack(">HHHIH", 0xc00c, t, 1, 5, len(r)) + r for t, r in records)
+        return head + question + body
+
+    def run(self):
+        while not self.stopping:
+            try:
+                q, addr = self.sock.recvfrom(2048)
+            except OSError:
+                continue
+            self.queries += 1
+            try:
+                self.sock.sendto(self.answer(q), addr)
+            except Exception:  # a query it cannot read: no answer
+                pass
+
+    def close(self):
+        self.stopping = True
+        self.join(2)
+        self.sock.close()
+
+
+def test_peers_found_by_srv_records(request, edgecache, origin, workdir):
+    if os.geteuid() != 0:
+        pytest.skip("needs root: a mount namespace with its own /etc/resolv.conf")
+    port, admin_port = free_port(), free_port()
+    try:
+        dns = TinyDNS(port)
+    except OSError as e:
+        pytest.skip("cannot serve DNS on %s:53 here (%s)" % (DNS_ADDR, e))
+    dns.start()
+    request.addfinalizer(dns.close)
+    resolv = os.path.join(workdir, "resolv.conf")
+    with open(resolv, "w") as f:
+        f.write("nameserver %s\noptions timeout:1 attempts:1\n" % DNS_ADDR)
+    real = os.environ.get("EDGECACHE_BIN", "build/edgecache")
+    wrapper = os.path.join(workdir, "edgecache-ns")
+    with open(wrapper, "w") as f:
+        f.write("#!/bin/sh\n# edgecache in a mount namespace whose resolv.conf is the test's\n"
+                "exec unshare -m --propagation private sh -c "
+                "'mount --bind \"$0\" /etc/resolv.conf && exec \"$@\"' %s %s \"$@\"\n"
+                % (resolv, os.path.abspath(real)))
+    os.chmod(wrapper, 0o755)
+    nodes = []
+    for h in HOSTS:
+        ec = edgecache(allow=[origin.base], start=False,
+                       args=("--peers", "dns+srv://" + SRV_NAME, "--node-id", "srv-" + h))
+        ec.binary = wrapper
+        ec.host, ec.port, ec.admin_port = h, port, admin_port
+        nodes.append(ec)
+    for ec in nodes:
+        ec.start()
+
+    def everyone_sees_three():
+        return all(len(ec.status()["peers"]) == 3 and
+                   sum(p["self"] for p in ec.status()["peers"]) == 1 for ec in nodes)
+    wait_for(everyone_sees_three, timeout=20, interval=0.2, what="the SRV records resolved")
+    assert dns.queries > 0
+    layer = Layer.__new__(Layer)
+    layer.port, layer.nodes = port, nodes
+    for i in range(9):
+        path = "/obj/srv%d?size=7000" % i
+        sha = object_sha256("srv%d" % i, "0", 7000)
+        for ec in nodes:
+            r = ec.get(do_target(path, origin.host))
+            assert r.status == 200 and r.sha256 == sha
+        for ec in nodes:
+            ec.wait_idle()
+        assert origin.count(path) == 1, path
+        assert stored_on(layer, sha) == [layer.owner_index(origin.url(path))], path
