@@ -55,6 +55,7 @@
 
 #define REQ_MAGIC 0x52657121u
 #define STREAM_MAGIC 0x53747221u
+#define SMALL_BODY (16 * 1024)     /* hits up to this size are read, not sent by sendfile */
 #define STREAM_BLOCK (16 * 1024)   /* per fill reader: 1,000 joined clients hold 16 MiB, not 64 */
 #define HTTP_CONN_HEADROOM 64
 #define CONN_SCAN_MS 500
@@ -417,9 +418,22 @@ static enum MHD_Result answer_stored(struct http_req *r, const char *status_text
     uint64_t len = rr == HTTP_RANGE_OK ? range.last - range.first + 1 : rp.size;
     int fd = a->fd;
     a->fd = -1;                     /* the response owns it now */
-    struct MHD_Response *resp = MHD_create_response_from_fd_at_offset64(len, fd, first);
-    if (!resp) {
+    struct MHD_Response *resp = NULL;
+    char *small = len <= SMALL_BODY && !r->is_head ? malloc(len ? len : 1) : NULL;
+    if (small && pread(fd, small, len, (off_t)first) == (ssize_t)len) {
+        /* a small body goes out with the header fields in one write */
         close(fd);
+        fd = -1;
+        resp = MHD_create_response_from_buffer(len, small, MHD_RESPMEM_MUST_FREE);
+        if (!resp)
+            free(small);
+    } else {
+        free(small);
+        resp = MHD_create_response_from_fd_at_offset64(len, fd, first);
+    }
+    if (!resp) {
+        if (fd >= 0)
+            close(fd);
         return respond_text(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot create a response");
     }
     if (rr == HTTP_RANGE_OK)
@@ -714,6 +728,10 @@ static enum MHD_Result request_locked(struct http_req *r, const char *method,
         return answer_from_fill(r);
     if (r->relay)
         return relay_continue(r->relay, upload, upload_size);
+    /* The stop's end came (fills closed, the upstream client gone) before
+     * this worker was told to close: a new request gets a 503 */
+    if (r->e->stopping)
+        return respond_text(r, MHD_HTTP_SERVICE_UNAVAILABLE, "edgecache is shutting down");
     if (!r->headers_seen) {
         /* MHD closes the connection after an answer queued from the first
          * call (it has not yet read the request to its end): answer from
