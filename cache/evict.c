@@ -13,6 +13,10 @@
 #include "cache/store.h"
 
 #define EVICT_BATCH 256
+/* Blobs removed per piece of pool work: the loop then tells the catalog of
+ * that many at most in one turn, and queues the next slice, so that an
+ * eviction of 100k blobs never holds the loop for long. */
+#define EVICT_SLICE 2048
 
 struct evictor {
     struct evict_env env;
@@ -22,6 +26,9 @@ struct evictor {
     int closing;
     uint64_t to_free;               /* the job's target */
     uint64_t freed_bytes, freed_objects;
+    int exhausted;                  /* nothing unpinned left, or the index failed */
+    uint64_t told_bytes, told_objects;  /* of the freed ones, counted in stats */
+    unsigned slices;                /* pieces of pool work so far */
     struct removed *freed;          /* the job's removed blobs, for the catalog */
     size_t n_freed, cap_freed;
 };
@@ -95,18 +102,23 @@ static void evict_work(uv_work_t *w)
     struct evictor *ev = w->data;
     struct index_lru_entry batch[EVICT_BATCH];
     size_t n = 0;
+    size_t slice = 0;
     index_flush_touches(ev->env.index);     /* recent reads count */
-    while (ev->freed_bytes < ev->to_free) {
-        if (index_lru(ev->env.index, EVICT_BATCH, batch, &n) != 0 || n == 0)
-            return;                         /* nothing unpinned left (or the index failed) */
-        for (size_t i = 0; i < n && ev->freed_bytes < ev->to_free; i++) {
+    while (ev->freed_bytes < ev->to_free && slice < EVICT_SLICE) {
+        if (index_lru(ev->env.index, EVICT_BATCH, batch, &n) != 0 || n == 0) {
+            ev->exhausted = 1;              /* nothing unpinned left (or the index failed) */
+            return;
+        }
+        for (size_t i = 0; i < n && ev->freed_bytes < ev->to_free; i++, slice++) {
             /* file and rows together, never between a commit's two halves */
             struct drop_ctx d = {ev->env.index, batch[i].sha256};
             uint64_t seq = 0;
             int rc = store_blob_remove_recorded(ev->env.store, batch[i].sha256, drop_rows, &d,
                                                 &seq);
-            if (rc == -EIO)
-                return;                     /* the index failed (logged) */
+            if (rc == -EIO) {
+                ev->exhausted = 1;          /* the index failed (logged) */
+                return;
+            }
             if (rc == 0 || rc == -ENOENT) {     /* -ENOENT: the row was all there was */
                 ev->freed_bytes += batch[i].size;
                 ev->freed_objects++;
@@ -120,17 +132,25 @@ static void evict_after(uv_work_t *w, int status)
 {
     struct evictor *ev = w->data;
     struct stats *st = ev->env.stats;
-    (void)status;
     ev->running = 0;
+    ev->slices++;
     for (size_t i = 0; ev->env.catalog && i < ev->n_freed; i++)
         catalog_blob_removed_at(ev->env.catalog, ev->freed[i].sha256, ev->freed[i].seq);
     ev->n_freed = 0;
-    st->evicted_objects += ev->freed_objects;
-    st->evicted_bytes += ev->freed_bytes;
+    st->evicted_objects += ev->freed_objects - ev->told_objects;
+    st->evicted_bytes += ev->freed_bytes - ev->told_bytes;
+    ev->told_objects = ev->freed_objects;
+    ev->told_bytes = ev->freed_bytes;
+    if (!ev->closing && status == 0 && !ev->exhausted && ev->freed_bytes < ev->to_free) {
+        ev->running = 1;            /* the next slice */
+        if (uv_queue_work(ev->env.loop, &ev->work, evict_work, evict_after) == 0)
+            return;
+        ev->running = 0;
+    }
     log_msg(ev->env.log, ev->freed_bytes < ev->to_free ? LOG_WARN : LOG_INFO, "evict",
-            "evicted %llu blobs, %llu bytes (wanted %llu)%s",
+            "evicted %llu blobs, %llu bytes (wanted %llu) in %u slices%s",
             (unsigned long long)ev->freed_objects, (unsigned long long)ev->freed_bytes,
-            (unsigned long long)ev->to_free,
+            (unsigned long long)ev->to_free, ev->slices,
             ev->freed_bytes < ev->to_free ? ": the rest is pinned or could not be removed" : "");
     if (ev->closing) {
         free(ev->freed);
@@ -142,6 +162,9 @@ static void evict_start(struct evictor *ev, uint64_t to_free)
 {
     ev->to_free = to_free;
     ev->freed_bytes = ev->freed_objects = 0;
+    ev->told_bytes = ev->told_objects = 0;
+    ev->slices = 0;
+    ev->exhausted = 0;
     ev->running = 1;
     if (uv_queue_work(ev->env.loop, &ev->work, evict_work, evict_after) != 0)
         ev->running = 0;

@@ -4,6 +4,7 @@ blob that is evicted under it still gets every byte."""
 
 import json
 import os
+import re
 import time
 
 import harness
@@ -86,3 +87,43 @@ def test_a_bad_cache_size_names_the_key(edgecache_bin, workdir):
     p = subprocess.run([edgecache_bin, "--cache-size", "150%", "--cache-dir", workdir],
                        capture_output=True, text=True, timeout=10, env=harness.child_env())
     assert p.returncode != 0 and ("cache_size" in p.stderr or "cache-size" in p.stderr), p.stderr
+
+
+def test_a_large_eviction_runs_in_slices(origin, edgecache):
+    """Evicting ~15k blobs: the loop tells the catalog of them a slice at a
+    time (each slice's blobs gone from /status before the next), and serves
+    meanwhile; the store ends within its budget, the counts agree."""
+    import test_startup
+    ec = edgecache(allow=[origin.base])
+    tpl = "/obj/tpl?size=%d" % test_startup.SIZE
+    assert ec.get(do_target(tpl, origin.host)).status == 200
+    ec.wait_idle()
+    assert ec.stop() == 0
+    n = 30_000
+    test_startup.write_synthetic(ec.cache_dir, "%s%s" % (origin.base, tpl), n)
+    ec.args += ["--cache-size", "1M"]
+    ec.start(ready_timeout=60)
+    harness.wait_for(lambda: ec.status()["store_reconcile"]["state"] == "done", 60,
+                     what="the store's reconciliation")
+    # a new object's commit sets the eviction off
+    assert ec.get(do_target("/obj/trigger?size=1000", origin.host)).status == 200
+    seen, deadline = [], time.monotonic() + 120
+    while time.monotonic() < deadline:
+        st = ec.status()                 # answered while the eviction runs
+        seen.append(st["counters"]["evicted_objects"])
+        if st["stored_bytes"] <= st["budget_bytes"] and seen[-1] > 0:
+            break
+        time.sleep(0.05)
+    pattern = r"evicted (\d+) blobs, \d+ bytes \(wanted \d+\) in (\d+) slices"
+    harness.wait_for(lambda: re.search(pattern, ec.log_text()), 120, what="the eviction's end")
+    final = ec.status()
+    assert final["stored_bytes"] <= final["budget_bytes"], final
+    total = ec.metrics()["edgecache_evicted_objects_total"]
+    # down to 90% of the budget: about (30k x 64 B - 0.9 MiB) / 64 B, ~15k
+    expected = (n * test_startup.SIZE - 0.9 * (1 << 20)) / test_startup.SIZE
+    assert total >= expected * 0.95, (total, expected)
+    # progress was visible between the first and the last slice
+    assert any(0 < s < total for s in seen), (seen[:5], seen[-5:], total)
+    m = re.findall(pattern, ec.log_text())
+    assert m and int(m[-1][1]) >= 2, m
+    assert final["objects"] * test_startup.SIZE <= final["budget_bytes"] + 1000
