@@ -307,7 +307,7 @@ static int compare_peers(const void *a, const void *b)
 }
 
 /* The peers the entries name now (blocks on DNS; with_dns 0: the dns://
- * entries are left for the pool). malloc'd. */
+ * and dns+srv:// entries are left for the resolving thread). malloc'd. */
 static struct peer *build(const struct cfg_listen *listen, const struct entry *ents,
                           size_t n_ents, int with_dns, size_t *n_out)
 {
