@@ -1467,3 +1467,41 @@ char *manifest_cache_base(const char *url, char *why, size_t whylen)
     url_parts_free(&p);
     return n < 0 ? NULL : base;
 }
+
+int manifest_import_entries(const json_t *root, struct manifest_import_entry **out, char *why,
+                            size_t whylen)
+{
+    json_t *files = json_object_get(root, "files");
+    size_t n = json_array_size(files);
+    *out = NULL;
+    if (!json_is_array(files) || n == 0) {
+        snprintf(why, whylen, "the manifest has no files[] list (an import manifest is needed)");
+        return -1;
+    }
+    struct manifest_import_entry *e = calloc(n, sizeof *e);
+    if (!e) {
+        snprintf(why, whylen, "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_t *f = json_array_get(files, i);
+        json_t *name = json_object_get(f, "filename");
+        json_t *sha = json_object_get(json_object_get(f, "hashes"), "sha256");
+        json_t *size = json_object_get(f, "sizeInBytes");
+        unsigned char bin[DIGEST_SHA256_LEN];
+        if (!name)
+            name = json_object_get(f, "fileName");
+        if (!json_is_string(name) || !json_is_string(sha)
+            || digest_from_base64(json_string_value(sha), bin, sizeof bin) != 0) {
+            snprintf(why, whylen, "manifest files[%zu]: needs a filename and hashes.sha256 "
+                     "(base64)", i);
+            free(e);
+            return -1;
+        }
+        e[i].name = json_string_value(name);
+        e[i].size = json_is_integer(size) ? (int64_t)json_integer_value(size) : -1;
+        digest_hex(bin, sizeof bin, e[i].sha256);
+    }
+    *out = e;
+    return (int)n;
+}

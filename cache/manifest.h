@@ -163,4 +163,19 @@ const char *manifest_allow_cfg(void *ctx, const char *scheme, const char *host,
  */
 char *manifest_cache_base(const char *url, char *why, size_t whylen);
 
+/* One entry of an import manifest's files[] (the USB-stick sideload, read
+ * by `edgecache import` and POST /api/v1/import). name is borrowed from
+ * the JSON document. */
+struct manifest_import_entry {
+    const char *name;
+    int64_t size;                   /* -1: the manifest gives none */
+    char sha256[65];                /* lower-case hex */
+};
+struct json_t;
+/* files[] of an import manifest: a malloc'd array and its count, or -1
+ * with why (no files[], or an entry without a filename or a base64
+ * hashes.sha256). */
+int manifest_import_entries(const struct json_t *root, struct manifest_import_entry **out,
+                            char *why, size_t whylen);
+
 #endif

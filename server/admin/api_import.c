@@ -43,6 +43,7 @@
 #include <unistd.h>
 
 #include "cache/catalog.h"
+#include "cache/manifest.h"
 #include "cache/digest.h"
 #include "cache/evict.h"
 #include "cache/index.h"
@@ -359,55 +360,16 @@ enum MHD_Result api_import_begin(struct admin_req *req)
 
 /* ---- once the body is complete ------------------------------------------------ */
 
+/* A manifest entry and the upload matched to it. */
 struct entry {
-    const char *name;
-    int64_t size;                   /* -1: the manifest gives none */
-    char sha256[DIGEST_SHA256_HEX];
+    struct manifest_import_entry want;
     struct upload *got;
 };
-
-/* files[] of the manifest (as `edgecache import` reads them). The count,
- * or -1 with why. */
-static int manifest_entries(json_t *root, struct entry **out, char *why, size_t whylen)
-{
-    json_t *files = json_object_get(root, "files");
-    size_t n = json_array_size(files);
-    if (!json_is_array(files) || n == 0) {
-        snprintf(why, whylen, "the manifest has no files[] list (an import manifest is needed)");
-        return -1;
-    }
-    struct entry *e = calloc(n, sizeof *e);
-    if (!e) {
-        snprintf(why, whylen, "out of memory");
-        return -1;
-    }
-    for (size_t i = 0; i < n; i++) {
-        json_t *f = json_array_get(files, i);
-        json_t *name = json_object_get(f, "filename");
-        json_t *sha = json_object_get(json_object_get(f, "hashes"), "sha256");
-        json_t *size = json_object_get(f, "sizeInBytes");
-        unsigned char bin[DIGEST_SHA256_LEN];
-        if (!name)
-            name = json_object_get(f, "fileName");
-        if (!json_is_string(name) || !json_is_string(sha)
-            || digest_from_base64(json_string_value(sha), bin, sizeof bin) != 0) {
-            snprintf(why, whylen, "manifest files[%zu]: needs a filename and hashes.sha256 "
-                     "(base64)", i);
-            free(e);
-            return -1;
-        }
-        e[i].name = json_string_value(name);
-        e[i].size = json_is_integer(size) ? (int64_t)json_integer_value(size) : -1;
-        digest_hex(bin, sizeof bin, e[i].sha256);
-    }
-    *out = e;
-    return (int)n;
-}
 
 static struct entry *entry_named(struct entry *e, int n, const char *name)
 {
     for (int i = 0; i < n; i++)
-        if (strcmp(e[i].name, name) == 0)
+        if (strcmp(e[i].want.name, name) == 0)
             return &e[i];
     return NULL;
 }
@@ -425,12 +387,12 @@ static void check_upload(struct edge *e, struct upload *u, struct entry *want)
         snprintf(u->reason, sizeof u->reason, "not listed in the manifest");
     else if (before)
         snprintf(u->reason, sizeof u->reason, "uploaded more than once");
-    else if (want->size >= 0 && (uint64_t)want->size != u->size)
+    else if (want->want.size >= 0 && (uint64_t)want->want.size != u->size)
         snprintf(u->reason, sizeof u->reason, "%llu bytes, the manifest says %lld",
-                 (unsigned long long)u->size, (long long)want->size);
-    else if (strcmp(u->sha256, want->sha256) != 0)
+                 (unsigned long long)u->size, (long long)want->want.size);
+    else if (strcmp(u->sha256, want->want.sha256) != 0)
         snprintf(u->reason, sizeof u->reason, "sha256 %s, the manifest says %s", u->sha256,
-                 want->sha256);
+                 want->want.sha256);
     else
         u->fresh = !catalog_blob(e->catalog, u->sha256, &had);
 }
@@ -454,12 +416,21 @@ static int match_uploads(struct import *im, json_t *refused, char *why, size_t w
                  jerr.line, jerr.column, jerr.text);
         return -1;
     }
+    struct manifest_import_entry *files = NULL;
     struct entry *ent = NULL;
-    int n = manifest_entries(root, &ent, why, whylen), good = 0;
+    int n = manifest_import_entries(root, &files, why, whylen), good = 0;
+    if (n >= 0 && !(ent = calloc((size_t)n, sizeof *ent))) {
+        snprintf(why, whylen, "out of memory");
+        n = -1;
+    }
     if (n < 0) {
+        free(files);
         json_decref(root);
         return -1;
     }
+    for (int i = 0; i < n; i++)
+        ent[i].want = files[i];
+    free(files);
     for (struct upload *u = im->files; u; u = u->next) {
         check_upload(im->e, u, entry_named(ent, n, u->name));
         if (u->reason[0]) {
@@ -472,7 +443,7 @@ static int match_uploads(struct import *im, json_t *refused, char *why, size_t w
     }
     for (int i = 0; i < n; i++)
         if (!ent[i].got)
-            json_array_append_new(refused, refusal(ent[i].name, "not in the upload"));
+            json_array_append_new(refused, refusal(ent[i].want.name, "not in the upload"));
     free(ent);
     json_decref(root);
     return good;

@@ -41,18 +41,13 @@
 
 #include "cache/digest.h"
 #include "cache/index.h"
+#include "cache/manifest.h"
 #include "cache/store.h"
 #include "config/cfg.h"
 #include "config/log.h"
 #include "server/cmd/cmd.h"
 
 extern char **environ;
-
-struct entry {
-    const char *name;
-    int64_t size;
-    char sha256[DIGEST_SHA256_HEX];
-};
 
 struct split {
     char **opts;                    /* argv[0] and the options, for cfg_load */
@@ -118,40 +113,6 @@ static json_t *load_manifest(const char *path, char *why, size_t whylen)
     return root;
 }
 
-/* files[] of an import manifest. Returns the count, or -1 with why. */
-static int manifest_entries(json_t *root, struct entry **out, char *why, size_t whylen)
-{
-    json_t *files = json_object_get(root, "files");
-    size_t n = json_array_size(files);
-    if (!json_is_array(files) || n == 0) {
-        snprintf(why, whylen, "the manifest has no files[] list (an import manifest is needed)");
-        return -1;
-    }
-    struct entry *e = calloc(n, sizeof *e);
-    if (!e)
-        return -1;
-    for (size_t i = 0; i < n; i++) {
-        json_t *f = json_array_get(files, i);
-        json_t *name = json_object_get(f, "filename");
-        json_t *sha = json_object_get(json_object_get(f, "hashes"), "sha256");
-        json_t *size = json_object_get(f, "sizeInBytes");
-        unsigned char bin[DIGEST_SHA256_LEN];
-        if (!name)
-            name = json_object_get(f, "fileName");
-        if (!json_is_string(name) || !json_is_string(sha)
-            || digest_from_base64(json_string_value(sha), bin, sizeof bin) != 0) {
-            snprintf(why, whylen, "files[%zu]: needs a filename and hashes.sha256 (base64)", i);
-            free(e);
-            return -1;
-        }
-        e[i].name = json_string_value(name);
-        e[i].size = json_is_integer(size) ? (int64_t)json_integer_value(size) : -1;
-        digest_hex(bin, sizeof bin, e[i].sha256);
-    }
-    *out = e;
-    return (int)n;
-}
-
 static void progress(const char *name, uint64_t done, uint64_t total, int tty)
 {
     if (!tty)
@@ -212,7 +173,7 @@ static int copy_in(const struct store *st, const char *path, const char *label, 
     return n < 0 ? -1 : 0;
 }
 
-static const struct entry *find(const struct entry *e, int n, const char *path)
+static const struct manifest_import_entry *find(const struct manifest_import_entry *e, int n, const char *path)
 {
     char copy[PATH_MAX];
     snprintf(copy, sizeof copy, "%s", path);
@@ -224,7 +185,7 @@ static const struct entry *find(const struct entry *e, int n, const char *path)
 }
 
 /* One FILE: 0 imported (*fresh set), 1 refused. */
-static int import_one(const struct store *st, struct index *idx, const struct entry *e, int n,
+static int import_one(const struct store *st, struct index *idx, const struct manifest_import_entry *e, int n,
                       const char *path, int tty, int *fresh)
 {
     char why[600] = "", tmp[PATH_MAX], sha[DIGEST_SHA256_HEX];
@@ -234,7 +195,7 @@ static int import_one(const struct store *st, struct index *idx, const struct en
         printf("cannot read %s: %s\n", path, strerror(errno));
         return 1;
     }
-    const struct entry *want = find(e, n, path);
+    const struct manifest_import_entry *want = find(e, n, path);
     if (!want) {
         printf("%s: refused: not listed in the manifest\n", path);
         return 1;
@@ -272,9 +233,9 @@ static int run_import(const struct cfg *cfg, const struct logger *log, struct sp
     char why[700] = "", ipath[PATH_MAX];
     struct store st = {0};
     struct index *idx = NULL;
-    struct entry *e = NULL;
+    struct manifest_import_entry *e = NULL;
     json_t *root = load_manifest(s->operands[0], why, sizeof why);
-    int n = root ? manifest_entries(root, &e, why, sizeof why) : -1;
+    int n = root ? manifest_import_entries(root, &e, why, sizeof why) : -1;
     int rc = 2;
     if (n < 0)
         fprintf(stderr, "edgecache import: %s\n", why);
@@ -479,9 +440,9 @@ out:
 static int run_upload(const struct cfg *cfg, struct split *s)
 {
     char why[700] = "";
-    struct entry *e = NULL;
+    struct manifest_import_entry *e = NULL;
     json_t *root = load_manifest(s->operands[0], why, sizeof why);
-    int n = root ? manifest_entries(root, &e, why, sizeof why) : -1, rc = 2;
+    int n = root ? manifest_import_entries(root, &e, why, sizeof why) : -1, rc = 2;
     char **bad = calloc((size_t)s->n_operands + 1, sizeof *bad);
     int n_bad = 0;
     if (n < 0 || !bad) {
