@@ -61,6 +61,18 @@ def edgecache_bin():
 
 
 @pytest.fixture
+def processes(request):
+    """Factory: processes(argv, log_path, env) -> harness.Process, stopped
+    after the test."""
+    def start(argv, log_path, env):
+        p = harness.Process(argv, log_path, env=env)
+        request.addfinalizer(p.close)
+        return p
+
+    return start
+
+
+@pytest.fixture
 def edgecache(request, workdir, edgecache_bin):
     """Factory: edgecache(allow=[base URLs], args=[extra flags],
     cache_dir=None, start=True, mutable=False, env={}) -> harness.Edgecache,

@@ -177,20 +177,6 @@ def sandbox():
     shutil.rmtree(d, ignore_errors=True)
 
 
-@pytest.fixture
-def processes(request):
-    """Factory for harness.Process; every one is stopped after the test."""
-    started = []
-
-    def start(argv, log_path, env):
-        p = harness.Process(argv, log_path, env=env)
-        started.append(p)
-        request.addfinalizer(p.close)
-        return p
-
-    return start
-
-
 def entrypoint_env(edgecache_bin, extra):
     """The image's ENV with the test's binary, uid and overrides."""
     env = image_env(dockerfile_stages()[-1][1])

@@ -361,19 +361,6 @@ def sandbox():
     shutil.rmtree(d, ignore_errors=True)
 
 
-@pytest.fixture
-def processes(request):
-    started = []
-
-    def start(argv, log_path, env):
-        p = harness.Process(argv, log_path, env=env)
-        started.append(p)
-        request.addfinalizer(p.close)
-        return p
-
-    return start
-
-
 def pod_env(objects, pod_name, cache_dir, port, admin_port):
     """The environment the kubelet gives pod_name's container, with the
     listeners on loopback ports and the cache in cache_dir."""
