@@ -301,13 +301,26 @@ static size_t resolve_srv(const char *name, struct srv_target *out, size_t max)
     return n;
 }
 
+/* True when host is an address, not a name: it needs no DNS. */
+static int is_literal(const char *host)
+{
+    unsigned char a[sizeof(struct in6_addr)];
+    return inet_pton(AF_INET, host, a) == 1 || inet_pton(AF_INET6, host, a) == 1;
+}
+
+/* An entry that only DNS can turn into addresses. */
+static int needs_dns(const struct entry *e)
+{
+    return e->kind != ENTRY_HTTP || !is_literal(e->host);
+}
+
 static int compare_peers(const void *a, const void *b)
 {
     return strcmp(((const struct peer *)a)->id, ((const struct peer *)b)->id);
 }
 
-/* The peers the entries name now (blocks on DNS; with_dns 0: the dns://
- * and dns+srv:// entries are left for the resolving thread). malloc'd. */
+/* The peers the entries name now (blocks on DNS; with_dns 0: every entry
+ * that needs DNS is left for the resolving thread). malloc'd. */
 static struct peer *build(const struct cfg_listen *listen, const struct entry *ents,
                           size_t n_ents, int with_dns, size_t *n_out)
 {
@@ -317,7 +330,7 @@ static struct peer *build(const struct cfg_listen *listen, const struct entry *e
         return NULL;
     for (size_t i = 0; i < n_ents; i++) {
         char addrs[32][INET6_ADDRSTRLEN];
-        if (ents[i].kind != ENTRY_HTTP && !with_dns)
+        if (!with_dns && needs_dns(&ents[i]))
             continue;
         if (ents[i].kind == ENTRY_SRV) {
             struct srv_target t[32];
@@ -471,7 +484,7 @@ int peers_open(struct peers **out, const struct cfg *cfg, uv_loop_t *loop,
     p->entries = ents;
     p->n_entries = n_ents;
     for (size_t i = 0; i < n_ents; i++)
-        p->has_dns |= ents[i].kind != ENTRY_HTTP;
+        p->has_dns |= needs_dns(&ents[i]);
     /* names (dns://) are resolved on the pool, at once and then every
      * PEERS_RESOLVE_MS: start-up never waits for DNS */
     p->v = build(&cfg->listen, ents, n_ents, 0, &p->n);

@@ -15,11 +15,11 @@
  * The list: entries "http://host:port" (a peer's data plane, this node's
  * own among them), "dns://name:port" (every A/AAAA record of name is a
  * peer on that port: a Kubernetes headless Service gives one per pod) or
- * "dns+srv://name" (every address of every SRV target, on its port),
- * resolved at start and again every PEERS_RESOLVE_MS on a thread of its own
- * (a stop never waits for a DNS server). This node is
- * the entry whose port is its data plane's and whose address is one of
- * this host's. A peer is down while its upstream health (fill.c) says so;
+ * "dns+srv://name" (every address of every SRV target, on its port).
+ * Addresses are taken as they are; names are resolved at start and again
+ * every PEERS_RESOLVE_MS on a thread of their own (neither start-up nor a
+ * stop waits for a DNS server). This node is the entry whose port is its
+ * data plane's and whose address is one of this host's. A peer is down while its upstream health (fill.c) says so;
  * its keys then go to the next-ranked live peer.
  *
  * Thread: the main loop (resolution on a detached thread, on copies).
